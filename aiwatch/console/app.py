@@ -35,8 +35,10 @@ from aiwatch.console.pool import Prefetch
 from aiwatch.console.source import (
     CAVEAT_TEXT,
     CAVEATS,
+    GPU_EXTREMES,
     MODEL_PHASES,
     DataSource,
+    GpuTable,
     GpuUtilization,
     LoopStall,
     MissingRow,
@@ -777,26 +779,33 @@ def _draw_gpu_utilization(found: GpuUtilization) -> None:
     busiest = sum(s.labels.get("rank") == "busiest" for s in found.gpus)
     st.caption(f"{len(found.gpus)} of {found.total} GPUs drawn: the {busiest} busiest and the "
                f"{len(found.gpus) - busiest} idlest by mean utilization over the chart's span, under the fleet's "
-               "min / median / max over every GPU. The table above lists every GPU.")
+               "min / median / max over every GPU.")
     chart(frame(found.fleet, lambda s: s.name(), 1.0), "ratio (fleet)", height=200)
     line(found.gpus, ["rank", "gpu", "uuid"], "ratio")
 
 
-def _draw_gpus(rows: list[Any]) -> None:
-    gib = 2.0**30
+def _draw_gpus(table: GpuTable) -> None:
+    gib, rows = 2.0**30, table.rows
     df = pd.DataFrame([{
         # the UUID tells apart GPU 0 of every host (a fleet's table has one row per GPU of each)
         "GPU": r.gpu, "name": r.name, "uuid": r.uuid, "up": None if r.up is None else r.up >= 0.5,
         "utilization %": None if r.utilization is None else r.utilization * 100,
         "memory used GiB": None if r.memory_used_bytes is None else r.memory_used_bytes / gib,
         "memory total GiB": None if r.memory_total_bytes is None else r.memory_total_bytes / gib,
-        "memory %": (r.memory_used_bytes / r.memory_total_bytes * 100
-                     if r.memory_used_bytes is not None and r.memory_total_bytes else None),
+        "memory %": None if r.memory_share is None else r.memory_share * 100,
         "power W": r.power_watts, "temperature °C": r.temperature_celsius,
+        **({"attention": ", ".join(r.attention)} if table.cut else {}),
     } for r in rows])
-    busy = df["utilization %"].dropna()
-    st.caption(f"{len(rows)} GPU(s); mean utilization "
-               + (f"{busy.mean():.0f}%" if len(busy) else "unknown") + ".")
+    if table.cut:
+        st.caption(f"{len(rows)} of {table.total} GPUs listed, those needing attention first: "
+                   + (f"{table.down} down (up to {GPU_EXTREMES} listed), " if table.down else "none down; ")
+                   + f"the {GPU_EXTREMES} hottest, the {GPU_EXTREMES} with the fullest memory, the "
+                   f"{GPU_EXTREMES} busiest and the {GPU_EXTREMES} idlest. Under the table: the fleet's min / median"
+                   " / max over every GPU.")
+    else:
+        busy = df["utilization %"].dropna()
+        st.caption(f"{len(rows)} GPU(s); mean utilization "
+                   + (f"{busy.mean():.0f}%" if len(busy) else "unknown") + ".")
     st.dataframe(df, hide_index=True, width="stretch", column_config={
         "utilization %": st.column_config.ProgressColumn("utilization %", min_value=0, max_value=100, format="%.0f"),
         "memory %": st.column_config.ProgressColumn("memory %", min_value=0, max_value=100, format="%.0f"),
@@ -805,6 +814,14 @@ def _draw_gpus(rows: list[Any]) -> None:
         "power W": st.column_config.NumberColumn(format="%.0f"),
         "temperature °C": st.column_config.NumberColumn(format="%.0f"),
     })
+    if table.fleet:
+        scales = {"utilization": ("utilization %", 100.0), "memory_share": ("memory %", 100.0),
+                  "power_watts": ("power W", 1.0), "temperature_celsius": ("temperature °C", 1.0)}
+        st.dataframe(pd.DataFrame([{"fleet": stat, **{scales[reading][0]: found[stat] * scales[reading][1]
+                                                      for reading, found in table.fleet.items() if stat in found}}
+                                   for stat in ("min", "median", "max")]),
+                     hide_index=True, width="stretch", column_config={
+                         name: st.column_config.NumberColumn(format="%.0f") for name, _ in scales.values()})
 
 
 def drift_view(src: DataSource, window: float) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Collection, Sequence
+from dataclasses import replace
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
@@ -15,7 +16,7 @@ from aiwatch import promapi
 from aiwatch.amounts import period
 from aiwatch.console import queries as Q
 from aiwatch.console.pool import DaemonPool
-from aiwatch.console.queries import PanelQueries
+from aiwatch.console.queries import MatcherText, PanelQueries
 from aiwatch.console.source import (
     AUTOSCALING_SIGNALS,
     EVERY_GPU_UP_TO,
@@ -30,6 +31,7 @@ from aiwatch.console.source import (
     DataSource,
     DriftRow,
     GpuRow,
+    GpuTable,
     GpuUtilization,
     LoopStall,
     MissingRow,
@@ -42,6 +44,7 @@ from aiwatch.console.source import (
     SourceUnavailable,
     TargetHealth,
     TracedRequest,
+    attention_first,
     drift_rows,
     duration,
     histogram_quantile,
@@ -398,9 +401,32 @@ class PrometheusSource(DataSource):
     def version_error_ratio(self, window: float) -> list[Series]:
         return self.range(self.q.version_error_ratio(duration(window)))
 
-    def gpu_table(self) -> list[GpuRow]:
+    def gpu_table(self) -> GpuTable:
+        """Every GPU of a small fleet; of a larger one those needing attention first (chosen by Prometheus, at
+        most ``5 x`` :data:`GPU_EXTREMES`) and the fleet's summary: an answer of the same size however many GPUs
+        (every GPU of 500 hosts x 8 was 6 answers of 4 000 series, 2.2 MB)."""
+        fleet, chosen = self._all([partial(self._instant, self.q.gpu_table_fleet()),
+                                   partial(self._instant, self.q.gpu_attention(GPU_EXTREMES))])
+        summary: dict[str, dict[str, float]] = {}
+        for labels, value in fleet:
+            summary.setdefault(labels.get("reading", ""), {})[labels.get("stat", "")] = value
+        counts = summary.pop("", {})
+        total = int(counts.get("count", 0))
+        if total <= EVERY_GPU_UP_TO:
+            rows = self._gpu_rows()
+            return GpuTable(rows, len(rows))
+        reasons: dict[tuple[str, str], list[str]] = {}
+        for labels, _ in chosen:
+            reasons.setdefault((labels.get("gpu", ""), labels.get("uuid", "")), []).append(labels.get("attention", ""))
+        # the matcher picks the chosen GPUs' UUIDs: another GPU with one of them (another index) is not chosen
+        rows = [replace(row, attention=tuple(reasons[row.gpu, row.uuid]))
+                for row in self._gpu_rows(self.q.gpus_of(sorted({uuid for _, uuid in reasons})))
+                if (row.gpu, row.uuid) in reasons]
+        return GpuTable(attention_first(rows), total, summary, int(counts.get("down", 0)))
+
+    def _gpu_rows(self, *matchers: MatcherText) -> list[GpuRow]:
         rows: dict[tuple[str, str], dict[str, Any]] = {}
-        answers = self._all([partial(self.instant, self.q.gpu_gauge(field)) for field, _ in Q.GPU_GAUGES])
+        answers = self._all([partial(self.instant, self.q.gpu_gauge(field, *matchers)) for field, _ in Q.GPU_GAUGES])
         for (field_name, _), answer in zip(Q.GPU_GAUGES, answers, strict=True):
             for labels, value in answer:
                 # a GPU is its UUID: GPU 0 of every host is another one

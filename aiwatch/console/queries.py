@@ -24,6 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TypeAlias
 
+from aiwatch.console.source import GPU_ATTENTION, GPU_FLEET_READINGS
 from aiwatch.drift.promql import (
     FEATURE_INVALID,
     FEATURE_MISSING,
@@ -307,10 +308,43 @@ class PanelQueries:
             raise ValueError(f"no GPU reading {reading!r}; known: {', '.join(readings)}")
         return readings[reading](*self._m(*matchers))
 
-    def gpu_gauge(self, reading: str) -> str:
+    def gpu_gauge(self, reading: str, *matchers: MatcherText) -> str:
         """The latest value of a GPU reading per GPU, for the GPU table (labelled ``gpu``, ``name``, ``uuid``
-        whichever the source)."""
-        return by("max", self._by("gpu", "name", "uuid"), self.gpu.with_aiwatch_labels(self.gpu_reading(reading)))
+        whichever the source; ``memory_share``: used over total memory); ``matchers`` narrow the GPUs (in the
+        source's label names)."""
+        if reading == "memory_share":
+            used, total = (self.gpu_gauge(f"memory_{part}_bytes", *matchers) for part in ("used", "total"))
+            return f"{used} / {total}"
+        return by("max", self._by("gpu", "name", "uuid"),
+                  self.gpu.with_aiwatch_labels(self.gpu_reading(reading, *matchers)))
+
+    def gpu_attention(self, n: int) -> str:
+        """The GPUs a fleet's GPU table lists (:data:`~aiwatch.console.source.GPU_ATTENTION`): the ``n`` GPUs of
+        each reason, labelled ``attention`` with it; at most ``5 n`` series however large the fleet."""
+        picks = []
+        for reason, reading, high in GPU_ATTENTION:
+            gauge = self.gpu_gauge(reading)
+            if reason == "down":
+                gauge = f"{gauge} < 0.5"
+            elif reason == "idlest":
+                gauge = f"{gauge} unless on ({', '.join(self._by('gpu', 'name', 'uuid'))}) topk({n}, {gauge})"
+            ranked = f'{"topk" if high else "bottomk"}({n}, {gauge})'
+            picks.append(f'label_replace({ranked}, "attention", "{reason}", "", "")')
+        return " or ".join(picks)
+
+    def gpu_table_fleet(self) -> str:
+        """A fleet's GPU table's summary over every GPU: ``count`` of GPUs (any reading), ``down`` (``up`` under
+        0.5; none when none is) and each :data:`~aiwatch.console.source.GPU_FLEET_READINGS`' ``min``, ``median``
+        and ``max`` (labels ``reading`` and ``stat``): one series each, however many GPUs."""
+        every = " or ".join(self.gpu_gauge(field) for field, _ in GPU_GAUGES)
+        parts = [(f"count({every})", "", "count"), (f"count({self.gpu_gauge('up')} < 0.5)", "", "down")]
+        for reading in GPU_FLEET_READINGS:
+            gauge = self.gpu_gauge(reading)
+            parts += [(f"min({gauge})", reading, "min"), (f"quantile(0.5, {gauge})", reading, "median"),
+                      (f"max({gauge})", reading, "max")]
+        tagged = ('label_replace(label_replace({}, "reading", "{}", "", ""), "stat", "{}", "", "")'.format(*part)
+                  for part in parts)
+        return " or ".join(tagged)
 
     def per_gpu(self, reading: str, *matchers: MatcherText) -> str:
         """A GPU reading per GPU, for the over-time charts: its ``gpu`` index and ``uuid`` (GPU 0 of every host, of

@@ -53,7 +53,7 @@ from aiwatch.console.source import (
     BinRow,
     DataSource,
     DriftRow,
-    GpuRow,
+    GpuTable,
     GpuUtilization,
     LoopStall,
     MissingRow,
@@ -67,6 +67,7 @@ from aiwatch.console.source import (
     drift_rows,
     extremes,
     gpu_rows,
+    gpu_table,
     histogram_quantile,
     loop_stuck_seconds,
     missing_rows,
@@ -842,7 +843,7 @@ class ScrapeSource(DataSource):
             return [(dict(zip(by, k, strict=True)), errors.get(k, 0.0) / v) for k, v in total.items() if v > 0]
         return self._range(fn)
 
-    def gpu_table(self) -> list[GpuRow]:
+    def gpu_table(self) -> GpuTable:
         t = self.now()
         data = self._copy()
         rows: dict[tuple[str, str], dict[str, object]] = {}
@@ -851,7 +852,7 @@ class ScrapeSource(DataSource):
                 # a GPU is its UUID: GPU 0 of every target's host is another one
                 row = rows.setdefault((key[0], key[2]), {"name": key[1], "uuid": key[2]})
                 row[field_name] = value
-        return gpu_rows(rows)
+        return gpu_table(gpu_rows(rows))
 
     def gpu_utilization(self) -> GpuUtilization:
         def fn(data: list[tuple[str, list[Snapshot]]], t: float) -> Samples:

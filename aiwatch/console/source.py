@@ -21,7 +21,7 @@ import math
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 # the results of journal recovery are the metrics contract's (RECOVERY_RESULTS, in the order the console shows them)
@@ -135,7 +135,8 @@ def _median(values: list[float]) -> float:
 
 @dataclass(frozen=True)
 class GpuRow:
-    """The latest state of one GPU (``None`` where the GPU collector exported no value)."""
+    """The latest state of one GPU (``None`` where the GPU collector exported no value). ``attention``: in a
+    fleet's table (:class:`GpuTable`), why the GPU is one of the rows (:data:`GPU_ATTENTION`)."""
 
     gpu: str
     name: str = ""
@@ -146,6 +147,94 @@ class GpuRow:
     memory_total_bytes: float | None = None
     power_watts: float | None = None
     temperature_celsius: float | None = None
+    attention: tuple[str, ...] = ()
+
+    @property
+    def memory_share(self) -> float | None:
+        if self.memory_used_bytes is None or not self.memory_total_bytes:
+            return None
+        return self.memory_used_bytes / self.memory_total_bytes
+
+
+GPU_ATTENTION: tuple[tuple[str, str, bool], ...] = (
+    ("down", "up", False),
+    ("hottest", "temperature_celsius", True),
+    ("fullest memory", "memory_share", True),
+    ("busiest", "utilization", True),
+    ("idlest", "utilization", False),
+)
+"""Why a fleet's GPU table lists a GPU, most urgent first: (reason, the :class:`GpuRow` reading it ranks by, highest
+first). A fleet's table lists the :data:`GPU_EXTREMES` GPUs of each (``down``: with ``up`` under 0.5; ``idlest``:
+among the GPUs not the busiest)."""
+
+GPU_FLEET_READINGS = ("utilization", "memory_share", "power_watts", "temperature_celsius")
+"""The readings a fleet's GPU table summarizes over every GPU (:attr:`GpuTable.fleet`)."""
+
+
+@dataclass(frozen=True)
+class GpuTable:
+    """The latest state of the GPUs: every GPU of a small fleet (up to :data:`EVERY_GPU_UP_TO`); of a larger one
+    only those needing attention first (:data:`GPU_ATTENTION`: at most ``5 x`` :data:`GPU_EXTREMES` rows, chosen by
+    Prometheus however many GPUs), ``fleet``: ``{reading: {"min" | "median" | "max": value}}`` over every GPU
+    (:data:`GPU_FLEET_READINGS`), and ``down``: how many GPUs are down. ``total``: the GPUs of the fleet."""
+
+    rows: list[GpuRow]
+    total: int
+    fleet: dict[str, dict[str, float]] = field(default_factory=dict)
+    down: int = 0
+
+    def __bool__(self) -> bool:
+        return bool(self.rows)
+
+    @property
+    def cut(self) -> bool:
+        """Whether the fleet is too large to list every GPU."""
+        return self.total > EVERY_GPU_UP_TO
+
+
+def _ranked(row: GpuRow, reading: str) -> float | None:
+    value: float | None = getattr(row, reading)
+    if value is None or math.isnan(value):
+        return None
+    return value
+
+
+def attention_first(rows: Sequence[GpuRow]) -> list[GpuRow]:
+    """A fleet's chosen GPUs, by their most urgent reason (:data:`GPU_ATTENTION`), then by its reading (the
+    hottest first, the idlest first...), then by UUID."""
+    order = {reason: (i, reading, high) for i, (reason, reading, high) in enumerate(GPU_ATTENTION)}
+
+    def key(row: GpuRow) -> tuple[int, float, str]:
+        i, reading, high = min((order[r] for r in row.attention if r in order), default=(len(order), "up", True))
+        value = _ranked(row, reading)
+        return (i, math.inf if value is None else -value if high else value, row.uuid)
+    return sorted(rows, key=key)
+
+
+def gpu_table(rows: Sequence[GpuRow], n: int = GPU_EXTREMES) -> GpuTable:
+    """:class:`GpuTable` from every GPU's row, as Prometheus' answer cuts it (the scrape source's table): every GPU
+    up to :data:`EVERY_GPU_UP_TO`; past it the ``n`` GPUs of each :data:`GPU_ATTENTION` reason, and the fleet's
+    min / median / max of each :data:`GPU_FLEET_READINGS`."""
+    if len(rows) <= EVERY_GPU_UP_TO:
+        return GpuTable(list(rows), len(rows))
+    reasons: dict[int, list[str]] = {}
+    busiest: set[int] = set()
+    for reason, reading, high in GPU_ATTENTION:
+        ranked = [(value, i) for i, row in enumerate(rows) if (value := _ranked(row, reading)) is not None
+                  and (reason != "down" or value < 0.5) and (reason != "idlest" or i not in busiest)]
+        ranked.sort(key=lambda vi: -vi[0] if high else vi[0])
+        for _, i in ranked[:n]:
+            reasons.setdefault(i, []).append(reason)
+        if reason == "busiest":
+            busiest = {i for _, i in ranked[:n]}
+    chosen = [replace(rows[i], attention=tuple(found)) for i, found in reasons.items()]
+    fleet: dict[str, dict[str, float]] = {}
+    for reading in GPU_FLEET_READINGS:
+        values = [v for row in rows if (v := _ranked(row, reading)) is not None]
+        if values:
+            fleet[reading] = {"min": min(values), "median": _median(values), "max": max(values)}
+    down = sum(row.up is not None and row.up < 0.5 for row in rows)
+    return GpuTable(attention_first(chosen), len(rows), fleet, down)
 
 
 @functools.cache
@@ -496,8 +585,9 @@ class DataSource(ABC):
         """Share of requests with an error status per ``service``, ``model`` and ``model_version``."""
 
     @abstractmethod
-    def gpu_table(self) -> list[GpuRow]:
-        """The latest state of every GPU."""
+    def gpu_table(self) -> GpuTable:
+        """The latest state of every GPU of a small fleet, of a larger one of those needing attention first
+        (:class:`GpuTable`)."""
 
     @abstractmethod
     def gpu_utilization(self) -> GpuUtilization:

@@ -34,7 +34,7 @@ def source(prom: Prometheus, gpu: GpuSeries) -> PrometheusSource:
 
 @pytest.mark.slow
 def test_the_gpu_table_reads_dcgm_in_aiwatchs_units_and_labels(dcgm_prometheus: Prometheus) -> None:
-    rows = source(dcgm_prometheus, GpuSeries("dcgm")).gpu_table()
+    rows = source(dcgm_prometheus, GpuSeries("dcgm")).gpu_table().rows
     assert [(r.gpu, r.name) for r in rows] == [("0", H100), ("1", H100)]
     busy, idle = rows
     assert busy.uuid.startswith("GPU-3f5e") and idle.uuid.startswith("GPU-a81c")
@@ -46,7 +46,7 @@ def test_the_gpu_table_reads_dcgm_in_aiwatchs_units_and_labels(dcgm_prometheus: 
 @pytest.mark.slow
 def test_sm_active_can_stand_for_utilization(dcgm_prometheus: Prometheus) -> None:
     src = source(dcgm_prometheus, GpuSeries("dcgm", SM_ACTIVE))
-    assert [r.utilization for r in src.gpu_table()] == [pytest.approx(0.71), 0]
+    assert [r.utilization for r in src.gpu_table().rows] == [pytest.approx(0.71), 0]
     found = src.gpu_utilization()
     assert {s.labels["gpu"]: s.last for s in found.gpus} == {"0": pytest.approx(0.71), "1": 0}
     assert found.total == 2
@@ -72,7 +72,7 @@ def test_the_autoscaling_signal_and_the_aiwatch_source_on_the_same_prometheus(dc
     signals = {s.name: s.value for s in unscoped.autoscaling_signals(60)}
     assert signals["GPU utilization (mean)"] == pytest.approx(0.435)
     # the default source reads aiwatch's collector, which this Prometheus does not have: no GPU, no error
-    assert source(dcgm_prometheus, GpuSeries()).gpu_table() == []
+    assert not source(dcgm_prometheus, GpuSeries()).gpu_table().rows
 
 
 @pytest.mark.slow

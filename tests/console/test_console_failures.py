@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from aiwatch.console import AlertRow, GpuRow, PrometheusSource, ScrapeSource, SourceError
+from aiwatch.console import AlertRow, GpuTable, PrometheusSource, ScrapeSource, SourceError
 from aiwatch.metrics import Metrics
 from tests.console.conftest import WINDOW, Stack, run_view, source_warnings, texts
 from tests.console.workload import Workload
@@ -98,7 +98,7 @@ def test_no_gpu_family_keeps_the_rest_of_resources() -> None:
 
 def test_a_failing_panel_shows_an_error_and_the_others_draw() -> None:
     class BrokenGpu(ScrapeSource):
-        def gpu_table(self) -> list[GpuRow]:
+        def gpu_table(self) -> GpuTable:
             raise RuntimeError("NVML exploded")
 
     broken, _ = fed_source(cls=BrokenGpu)
@@ -132,7 +132,7 @@ def test_scrape_failure_marks_the_endpoint_down_and_drops_its_series() -> None:
     src, url = fed_source()
     src.record(url, None, error="Connection refused")
     assert [(t.up, t.error) for t in src.health()] == [(False, "Connection refused")]
-    assert src.gpu_table() == []  # gauges of a down endpoint are not served stale
+    assert src.gpu_table().rows == []  # gauges of a down endpoint are not served stale
 
 
 @pytest.mark.slow

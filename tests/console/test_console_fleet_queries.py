@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from aiwatch.console import PrometheusSource
-from aiwatch.console.source import EVERY_GPU_UP_TO, GPU_EXTREMES, QUANTILES, Series, extremes
+from aiwatch.console import GpuRow, PrometheusSource
+from aiwatch.console.queries import GPU_GAUGES
+from aiwatch.console.source import EVERY_GPU_UP_TO, GPU_EXTREMES, QUANTILES, Series, extremes, gpu_table
 from aiwatch.metrics import LATENCY_BUCKETS
 from tests.console.conftest import console_window, plain, run_view
 from tests.diagnose.backfill import backfilled_prometheus
@@ -61,12 +62,26 @@ def history(now: int) -> str:
             for le in les:
                 lines += rows[le]
             lines += sums + totals
-    lines.append("# TYPE aiwatch_gpu_utilization_ratio gauge")
-    for host in range(HOSTS):
-        for gpu in range(GPUS_PER_HOST):
-            labels = f'instance="10.0.1.{host}:8000",job="aiwatch",gpu="{gpu}",uuid="GPU-{host}-{gpu}",name="H100"'
-            lines += [f"aiwatch_gpu_utilization_ratio{{{labels}}} {gpu_utilization(host, gpu)} {t}" for t in stamps]
+    for field_name, name in GPU_GAUGES:
+        lines.append(f"# TYPE {name} gauge")
+        for host in range(HOSTS):
+            for gpu in range(GPUS_PER_HOST):
+                labels = f'instance="10.0.1.{host}:8000",job="aiwatch",gpu="{gpu}",uuid="GPU-{host}-{gpu}",name="H100"'
+                value = getattr(gpu_row(host, gpu), field_name)
+                lines += [f"{name}{{{labels}}} {value} {t}" for t in stamps]
     return "\n".join(lines) + "\n# EOF\n"
+
+
+DOWN = (5, 1)
+
+
+def gpu_row(host: int, gpu: int) -> GpuRow:
+    """Each GPU's steady readings: utilization as :func:`gpu_utilization`, temperature, memory and power each in
+    another order (all different), and GPU ``5-1`` down."""
+    i = host * GPUS_PER_HOST + gpu
+    return GpuRow(str(gpu), "H100", f"GPU-{host}-{gpu}", up=0.0 if (host, gpu) == DOWN else 1.0,
+                  utilization=gpu_utilization(host, gpu), memory_used_bytes=(i * 7 % 24 + 1) * 3.2e9,
+                  memory_total_bytes=80e9, power_watts=100.0 + i * 10, temperature_celsius=40.0 + i * 5 % 24)
 
 
 @dataclass
@@ -188,3 +203,57 @@ def test_the_scrape_sources_gpus_are_cut_as_prometheus_cuts_them() -> None:
     assert stats["min"] == [(10.0, 0.0), (20.0, 0.0)]
     assert stats["max"] == [(10.0, 0.19), (20.0, 0.53)]
     assert stats["median"][0] == (10.0, pytest.approx(0.095))
+
+
+@pytest.mark.slow
+def test_a_fleets_gpu_table_lists_the_gpus_needing_attention_and_the_fleets_summary(fleet: Fleet) -> None:
+    """24 GPUs: the one down, the 5 hottest, fullest memory, busiest and idlest (chosen by Prometheus: no answer
+    holds every GPU), the fleet's count and min / median / max; the scrape source's cut of every GPU's row agrees."""
+    src = PrometheusSource(fleet.prom.url, span=300, points=20)
+    mark = fleet.mark()
+    table = src.gpu_table()
+    every = [gpu_row(h, g) for h, g in sorted(ALL_GPUS)]
+    assert (table.total, table.down, table.cut) == (HOSTS * GPUS_PER_HOST, 1, True)
+    first = table.rows[0]
+    assert (first.uuid, first.attention[0], first.up) == ("GPU-5-1", "down", 0.0)
+    by_reason = {reason: [r.uuid for r in table.rows if reason in r.attention]
+                 for reason in ("hottest", "fullest memory", "busiest", "idlest")}
+    assert set(by_reason["busiest"]) == {f"GPU-{h}-{g}" for h, g in ALL_GPUS[-GPU_EXTREMES:]}
+    assert set(by_reason["idlest"]) == {f"GPU-{h}-{g}" for h, g in ALL_GPUS[:GPU_EXTREMES]}
+    hottest = sorted(every, key=lambda r: -(r.temperature_celsius or 0))[:GPU_EXTREMES]
+    assert set(by_reason["hottest"]) == {r.uuid for r in hottest}
+    fullest = sorted(every, key=lambda r: -(r.memory_share or 0))[:GPU_EXTREMES]
+    assert set(by_reason["fullest memory"]) == {r.uuid for r in fullest}
+    assert len(table.rows) == len({r.uuid for r in table.rows}) < table.total
+    assert table.fleet["temperature_celsius"] == pytest.approx({"min": 40.0, "median": 51.5, "max": 63.0})
+    assert table.fleet["power_watts"] == pytest.approx({"min": 100.0, "median": 215.0, "max": 330.0})
+    cut = gpu_table(every)
+    assert table.rows == cut.rows and (table.total, table.down) == (cut.total, cut.down)
+    assert set(table.fleet) == set(cut.fleet) == {"utilization", "memory_share", "power_watts", "temperature_celsius"}
+    for reading, stats in cut.fleet.items():
+        assert table.fleet[reading] == pytest.approx(stats), reading
+    # every query either aggregates the fleet, ranks it (at most 5 series per reason), or reads the chosen GPUs
+    asked = fleet.queries_since(mark)
+    assert len(asked) == 2 + len(GPU_GAUGES)
+    assert sum('uuid=~"' in q for q in asked) == len(GPU_GAUGES), asked
+    assert all('uuid=~"' in q or q.startswith("label_replace(") for q in asked), asked
+
+
+def test_a_small_fleets_gpu_table_lists_every_gpu() -> None:
+    rows = [gpu_row(h, g) for h, g in sorted(ALL_GPUS)[:EVERY_GPU_UP_TO]]
+    table = gpu_table(rows)
+    assert (table.rows, table.total, table.fleet, table.cut) == (rows, EVERY_GPU_UP_TO, {}, False)
+
+
+@pytest.mark.slow
+def test_the_resources_view_says_which_gpus_of_how_many_it_lists(fleet: Fleet, monkeypatch: pytest.MonkeyPatch) -> None:
+    console_window(monkeypatch, 60.0)
+    at = run_view(PrometheusSource(fleet.prom.url, span=300, points=20), "Resources")
+    captions = [plain(str(c.value)) for c in at.caption]
+    listed = at.dataframe[0].value
+    assert any(c.startswith(f"{len(listed)} of {HOSTS * GPUS_PER_HOST} GPUs listed, those needing attention first: "
+                            "1 down") for c in captions), captions
+    assert listed["uuid"].iloc[0] == "GPU-5-1" and listed["attention"].iloc[0].startswith("down")
+    summary = at.dataframe[1].value
+    assert list(summary["fleet"]) == ["min", "median", "max"]
+    assert list(summary["temperature °C"]) == pytest.approx([40.0, 51.5, 63.0])

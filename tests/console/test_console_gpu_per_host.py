@@ -53,7 +53,7 @@ def test_the_prometheus_source_shows_each_pods_gpu(prom: Prometheus) -> None:
     found = src.gpu_utilization()
     assert by_uuid(found.gpus) == pytest.approx(GPUS)
     assert (found.total, found.fleet) == (2, [])  # a small fleet: every GPU, no distribution
-    assert {r.uuid: r.utilization for r in src.gpu_table()} == pytest.approx(GPUS)
+    assert {r.uuid: r.utilization for r in src.gpu_table().rows} == pytest.approx(GPUS)
 
 
 @pytest.mark.slow
@@ -63,7 +63,7 @@ def test_the_scrape_source_shows_each_pods_gpu(pods: list[str]) -> None:
         src.scrape_once()
         src.scrape_once()
         assert by_uuid(src.gpu_utilization().gpus) == pytest.approx(GPUS)
-        assert {r.uuid: r.utilization for r in src.gpu_table()} == pytest.approx(GPUS)
+        assert {r.uuid: r.utilization for r in src.gpu_table().rows} == pytest.approx(GPUS)
     finally:
         src.close()
 

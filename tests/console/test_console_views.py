@@ -481,8 +481,8 @@ def test_sources_agree_on_the_same_endpoint(prom_source: PrometheusSource, scrap
         assert row.detected == scrape_drift[key].detected
         assert row.pvalue == scrape_drift[key].pvalue
         assert row.score == pytest.approx(scrape_drift[key].score, abs=0.005)
-    assert [(g.gpu, g.memory_total_bytes) for g in prom_source.gpu_table()] == \
-        [(g.gpu, g.memory_total_bytes) for g in scrape_source.gpu_table()]
+    assert [(g.gpu, g.memory_total_bytes) for g in prom_source.gpu_table().rows] == \
+        [(g.gpu, g.memory_total_bytes) for g in scrape_source.gpu_table().rows]
     for question in ("latency_quantiles", "phase_split", "throughput", "error_ratio", "network_time", "link_throughput",
                      "loop_delay",
                      "batch_size", "cache_hit_ratio", "latency_by_class", "throughput_by_class", "first_chunk",
