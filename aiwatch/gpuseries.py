@@ -120,6 +120,25 @@ class GpuSeries:
         averaged = f"avg_over_time({series(name, *matchers)}[{window}])"
         return _scaled(averaged, UTILIZATION_FIELDS[name]) if self.dcgm else averaged
 
+    def averaged(self, reading: str, window: str, *matchers: MatcherText, at: str = "") -> str:
+        """``utilization``, ``memory_used_bytes``, ``power_watts`` or ``temperature_celsius`` averaged over
+        ``window`` (ending ``at``: PromQL's ``@``, e.g. ``end()``), per GPU series, in aiwatch's units: the average
+        of the exported series, scaled after (the scales are linear), so no subquery."""
+        dcgm = self.dcgm
+        names: dict[str, tuple[str, str]] = {
+            "utilization": (self.dcgm_utilization if dcgm else UTILIZATION.name,
+                            f" / {number(full)}" if dcgm and (full := UTILIZATION_FIELDS[self.dcgm_utilization]) != 1
+                            else ""),
+            "memory_used_bytes": (FB_USED if dcgm else MEMORY_USED.name, f" * {MIB}" if dcgm else ""),
+            "power_watts": (POWER_USAGE if dcgm else POWER.name, ""),
+            "temperature_celsius": (GPU_TEMP if dcgm else TEMPERATURE.name, ""),
+        }
+        if reading not in names:
+            raise ValueError(f"no averaged GPU reading {reading!r}; known: {', '.join(names)}")
+        name, scale = names[reading]
+        averaged = f"avg_over_time({series(name, *matchers)}[{window}]{f' @ {at}' if at else ''})"
+        return f"({averaged}{scale})" if scale else averaged
+
     def memory_used_bytes(self, *matchers: MatcherText) -> str:
         if not self.dcgm:
             return series(MEMORY_USED, *matchers)

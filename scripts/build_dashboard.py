@@ -50,6 +50,8 @@ STOOD_STILL = "stood still"
 #: AiwatchFeatureMissing's default thresholds (drift.missing_share_increase, drift.fleet_min_values)
 MISSING_SHARE_INCREASE, MISSING_MIN_COUNTED = Drift().missing_share_increase, Drift().fleet_min_values
 SCOPE = DEFAULT_AGGREGATION_LABELS
+#: the choices of $gpu_limit, the first the default
+GPU_LIMITS = "5,10,20,50"
 #: every query selects the scope the template variables chose (All: any value, none included)
 SCOPE_MATCH = ", ".join(f'{label}=~"${label}"' for label in SCOPE)
 #: after a series' name in a legend: its place, so two clusters' series of one service are told apart
@@ -278,14 +280,28 @@ def build(gpu_source: str = "aiwatch") -> dict[str, Any]:
                   "Latest value per GPU, from dcgm-exporter (DCGM_FI_*)." if dcgm else
                   "Latest value per GPU; empty when the service has no GPU collector.",
                   rename={f"Value #{chr(65 + i)}": field for i, (field, _) in enumerate(Q.GPU_GAUGES)}), w=24)
-    lay.add(timeseries("GPU utilization", [target(q.per_gpu("utilization"), "GPU {{gpu}} {{uuid}}" + AT)],
-                       "percentunit"), w=12)
-    lay.add(timeseries("GPU power", [target(q.per_gpu("power_watts"), "GPU {{gpu}} {{uuid}}" + AT)],
-                       "watt"), w=6)
-    lay.add(timeseries("GPU temperature", [target(q.per_gpu("temperature_celsius"), "GPU {{gpu}} {{uuid}}" + AT)],
-                       "celsius"), w=6)
-    lay.add(timeseries("GPU memory used", [target(q.per_gpu("memory_used_bytes"), "GPU {{gpu}} {{uuid}}" + AT)],
-                       "bytes"), w=6)
+    def per_gpu(title: str, reading: str, unit: str, w: int, what: str) -> None:
+        """A reading of a fleet's GPUs over time: the fleet's min / median / max over every GPU and the $gpu_limit
+        GPUs ranked first over the dashboard's range (the same GPUs at every step: a topk at each step would
+        draw more of them, broken), so a panel draws as many lines for 4 000 GPUs as for 10."""
+        gpu = "GPU {{gpu}} {{uuid}}" + AT
+        targets = [target(q.gpu_fleet(reading), "fleet {{stat}}" + AT, "A"),
+                   target(q.gpu_ranked(reading, "$gpu_limit", "$__range"), f"{what[0]} {gpu}", "B")]
+        if len(what) > 1:
+            targets.append(target(q.gpu_ranked(reading, "$gpu_limit", "$__range", lowest=True), f"{what[1]} {gpu}",
+                                  "C"))
+        ranked = " and the $gpu_limit ".join(what)
+        lay.add(timeseries(title, targets, unit,
+                           f"The fleet's min / median / max over every GPU, and the $gpu_limit {ranked} GPUs by "
+                           "mean over the dashboard's range (a small fleet: every GPU). Raise the GPU limit "
+                           "variable to draw more.",
+                           overrides=[{"matcher": {"id": "byRegexp", "options": "fleet .*"},
+                                       "properties": [{"id": "custom.lineWidth", "value": 2}]}]), w=w)
+
+    per_gpu("GPU utilization", "utilization", "percentunit", 12, ("busiest", "idlest"))
+    per_gpu("GPU power", "power_watts", "watt", 6, ("highest-power",))
+    per_gpu("GPU temperature", "temperature_celsius", "celsius", 6, ("hottest",))
+    per_gpu("GPU memory used", "memory_used_bytes", "bytes", 6, ("fullest",))
     lay.add(timeseries("Queue depth", [target(q.queue_depth(), "{{queue}}" + AT)], "short"), w=6)
     lay.add(timeseries("Requests in flight", [target(q.in_flight(SVC), "{{service}}" + AT)], "short"), w=6)
     lay.add(timeseries("Mean batch size", [target(q.batch_size(W, MDL), "{{model}}" + AT)], "short"), w=6)
@@ -413,6 +429,12 @@ def build(gpu_source: str = "aiwatch") -> dict[str, Any]:
             variable("feature", "Feature", f"label_values({series(Q.DRIFT_SCORE, MDL, SCOPE_MATCH)}, feature)"),
             variable("reference", "Reference profile",
                      f"label_values({series(Q.REFERENCE_RATIO, FEATURE, SCOPE_MATCH)}, reference)"),
+            {"name": "gpu_limit", "label": "GPUs per panel", "type": "custom", "query": GPU_LIMITS,
+             "description": "How many GPUs each per-GPU panel draws: the busiest (and idlest), hottest... over the "
+                            "range, besides the fleet's min / median / max.",
+             "current": {"selected": True, "text": GPU_LIMITS.split(",")[0], "value": GPU_LIMITS.split(",")[0]},
+             "options": [{"selected": i == 0, "text": v, "value": v} for i, v in enumerate(GPU_LIMITS.split(","))],
+             "multi": False, "includeAll": False, "hide": 0},
         ]},
         "annotations": {"list": []},
         "panels": lay.panels,

@@ -360,6 +360,18 @@ class PanelQueries:
         return by("max", self._by("gpu", "uuid"), self.gpu.with_aiwatch_labels(self.gpu.utilization_avg(span,
                                                                                                          self.match)))
 
+    def gpu_ranked(self, reading: str, n: str, window: str, *matchers: MatcherText, lowest: bool = False) -> str:
+        """:meth:`per_gpu` of the ``n`` GPUs with the highest (``lowest``: the lowest, among those not the highest)
+        mean of ``reading`` over ``window`` ending at the query's end (``@ end()``): in a range query the same GPUs
+        at every step, where a ``topk`` at each step draws a set that changes over time (Grafana's time series
+        panels show its members' lines broken, and more than ``n`` of them). ``n`` may be a Grafana variable."""
+        on = f"on ({', '.join(self._by('gpu', 'uuid'))})"
+        mean = by("max", self._by("gpu", "uuid"),
+                  self.gpu.with_aiwatch_labels(self.gpu.averaged(reading, window, *self._m(*matchers), at="end()")))
+        top = f"topk({n}, {mean})"
+        chosen = f"bottomk({n}, {mean} unless {on} {top})" if lowest else top
+        return f"{self.per_gpu(reading, *matchers)} and {on} {chosen}"
+
     def gpu_count(self, span: str) -> str:
         """How many GPUs had a utilization over ``span``."""
         return f"count({self.gpu_mean_utilization(span)})"

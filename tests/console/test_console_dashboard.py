@@ -25,7 +25,8 @@ DCGM_DASHBOARD = REPO / "dashboards" / "aiwatch-dcgm.json"
 
 #: What the test substitutes for Grafana's variables (Prometheus scrapes every second in the test).
 VARIABLES = {"$__rate_interval": "5s", "$__range": "30s", "$service": ".*", "$model": ".*",
-             "$feature": "basket_value", "$reference": ".*", "$cluster": ".*", "$namespace": ".*"}
+             "$feature": "basket_value", "$reference": ".*", "$cluster": ".*", "$namespace": ".*",
+             "$gpu_limit": "5"}
 #: Series that are not aiwatch metrics but Prometheus' own.
 PROMETHEUS_BUILTINS = {"ALERTS"}
 
@@ -254,9 +255,11 @@ def test_every_panel_query_returns_data_from_a_real_prometheus(stack: Stack) -> 
         if not stack.prom.query(expr):  # raises with Prometheus' error when the query is invalid
             empty.append((title, expr))
     # every replica here labels its bins with their reference: no older aiwatch's bins to show
-    # (tests/console/test_console_drift_rollout.py shows them)
-    assert [title for title, _ in empty] == [
+    # (tests/console/test_console_drift_rollout.py shows them); fewer GPUs than $gpu_limit are all the busiest, none
+    # left to be the idlest (tests/console/test_console_dashboard_fleet.py draws a fleet)
+    assert [title for title, _ in empty] == ["GPU utilization"] + [
         "Reference vs live distribution of $feature on replicas exporting no reference label"] * 2, empty
+    assert "bottomk(5, " in empty[0][1]
     for variable in dash["templating"]["list"]:
         # one Prometheus, no cluster or namespace labels: those variables are empty, and their All (".*", or ""
         # with no value at all) matches the series without the label, as the panels above showed
