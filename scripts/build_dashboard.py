@@ -25,7 +25,7 @@ sys.path.insert(0, str(REPO))
 
 from aiwatch.console import queries as Q  # noqa: E402
 from aiwatch.console.queries import PanelQueries  # noqa: E402
-from aiwatch.console.source import AUTOSCALING_SIGNALS, QUANTILES  # noqa: E402
+from aiwatch.console.source import AUTOSCALING_SIGNALS, EVERY_GPU_UP_TO, QUANTILES  # noqa: E402
 from aiwatch.drift.promql import FEATURE as DRIFT_FEATURE  # noqa: E402
 from aiwatch.gpuseries import GpuSeries  # noqa: E402
 from aiwatch.metrics import UNFINISHED_RECOVERY_RESULTS  # noqa: E402
@@ -275,10 +275,13 @@ def build(gpu_source: str = "aiwatch") -> dict[str, Any]:
                        "The inference phase's p95 per model version."), w=24)
 
     lay.row("Resources: GPUs, queues, batching, cache")
-    lay.add(table("GPUs", [target(q.gpu_gauge(reading), ref=chr(65 + i), instant=True)
+    lay.add(table("GPUs", [target(q.gpu_table_rows(reading, "$gpu_limit"), ref=chr(65 + i), instant=True)
                            for i, (reading, _) in enumerate(Q.GPU_GAUGES)],
-                  "Latest value per GPU, from dcgm-exporter (DCGM_FI_*)." if dcgm else
-                  "Latest value per GPU; empty when the service has no GPU collector.",
+                  ("Latest value per GPU, from dcgm-exporter (DCGM_FI_*)" if dcgm else
+                   "Latest value per GPU; empty when the service has no GPU collector")
+                  + f". Every GPU of a fleet of up to {EVERY_GPU_UP_TO}; of a larger one those needing attention "
+                  "first: up to $gpu_limit down, and the $gpu_limit hottest, with the fullest memory, busiest and "
+                  "idlest (the panels below draw the fleet's distribution).",
                   rename={f"Value #{chr(65 + i)}": field for i, (field, _) in enumerate(Q.GPU_GAUGES)}), w=24)
     def per_gpu(title: str, reading: str, unit: str, w: int, what: str) -> None:
         """A reading of a fleet's GPUs over time: the fleet's min / median / max over every GPU and the $gpu_limit

@@ -24,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TypeAlias
 
-from aiwatch.console.source import GPU_ATTENTION, GPU_FLEET_READINGS
+from aiwatch.console.source import EVERY_GPU_UP_TO, GPU_ATTENTION, GPU_FLEET_READINGS
 from aiwatch.drift.promql import (
     FEATURE_INVALID,
     FEATURE_MISSING,
@@ -318,7 +318,7 @@ class PanelQueries:
         return by("max", self._by("gpu", "name", "uuid"),
                   self.gpu.with_aiwatch_labels(self.gpu_reading(reading, *matchers)))
 
-    def gpu_attention(self, n: int) -> str:
+    def gpu_attention(self, n: int | str) -> str:
         """The GPUs a fleet's GPU table lists (:data:`~aiwatch.console.source.GPU_ATTENTION`): the ``n`` GPUs of
         each reason, labelled ``attention`` with it; at most ``5 n`` series however large the fleet."""
         picks = []
@@ -331,6 +331,13 @@ class PanelQueries:
             ranked = f'{"topk" if high else "bottomk"}({n}, {gauge})'
             picks.append(f'label_replace({ranked}, "attention", "{reason}", "", "")')
         return " or ".join(picks)
+
+    def gpu_table_rows(self, reading: str, n: str) -> str:
+        """:meth:`gpu_gauge` of the GPUs a fleet's GPU table lists, in one query (for Grafana): every GPU of a fleet
+        of up to :data:`~aiwatch.console.source.EVERY_GPU_UP_TO`, past that those of :meth:`gpu_attention`."""
+        gauge = self.gpu_gauge(reading)
+        return (f"{gauge} and on ({', '.join(self._by('gpu', 'name', 'uuid'))}) ({self.gpu_attention(n)})"
+                f" or {gauge} and on () (count({gauge}) <= {EVERY_GPU_UP_TO})")
 
     def gpu_table_fleet(self) -> str:
         """A fleet's GPU table's summary over every GPU: ``count`` of GPUs (any reading), ``down`` (``up`` under

@@ -28,10 +28,16 @@ READINGS = {"aiwatch_gpu_utilization_ratio": lambda i: (i + 1) / (GPUS + 1),
             "aiwatch_gpu_memory_used_bytes": lambda i: (i * 7 % GPUS + 1) * 1e9}
 
 
+DOWN = "GPU-5"
+TOTAL_BYTES = 80e9
+
+
 def history() -> str:
     lines = []
     stamps = range(NOW - 600, NOW + 600, 15)
-    for name, value in READINGS.items():
+    every = {**READINGS, "aiwatch_gpu_up": lambda i: 0.0 if f"GPU-{i}" == DOWN else 1.0,
+             "aiwatch_gpu_memory_total_bytes": lambda i: TOTAL_BYTES}
+    for name, value in every.items():
         lines.append(f"# TYPE {name} gauge")
         for i in range(GPUS):
             labels = f'instance="10.0.2.{i}:8000",job="aiwatch",gpu="0",uuid="GPU-{i}",name="H100"'
@@ -95,3 +101,20 @@ def test_each_per_gpu_panel_draws_the_fleet_and_its_highest_gpus_not_every_gpu(p
     assert len(lines) == 3 + LIMIT < GPUS
     highest = {s["metric"]["uuid"] for s in lines if "uuid" in s["metric"]}
     assert highest == set(mean_rank({i: READINGS[metric](i) for i in range(GPUS)})[:LIMIT])
+
+
+@pytest.mark.slow
+def test_a_fleets_gpu_table_lists_the_gpus_needing_attention_first(prom: Prometheus) -> None:
+    targets = panel("GPUs")["targets"]
+    assert len(targets) == 6
+    rows = []
+    for t in targets:
+        expr = substitute(t["expr"].replace("$gpu_limit", str(LIMIT)))
+        rows.append({s["metric"]["uuid"] for s in prom.api("/api/v1/query", query=expr, time=str(END))["result"]})
+    # at END the spike (GPU-0) is idle: the idlest are it and the two least busy others
+    utilization = {i: READINGS["aiwatch_gpu_utilization_ratio"](i) for i in range(1, GPUS)} | {0: 0.0}
+    memory = {i: READINGS["aiwatch_gpu_memory_used_bytes"](i) / TOTAL_BYTES for i in range(GPUS)}
+    temperature = {i: READINGS["aiwatch_gpu_temperature_celsius"](i) for i in range(GPUS)}
+    expected = {DOWN, *mean_rank(temperature)[:LIMIT], *mean_rank(memory)[:LIMIT], *mean_rank(utilization)[:LIMIT],
+                *mean_rank(utilization)[-LIMIT:]}
+    assert rows == [expected] * 6 and len(expected) < GPUS
