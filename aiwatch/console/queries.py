@@ -340,10 +340,12 @@ class PanelQueries:
                 f" or {gauge} and on () (count({gauge}) <= {EVERY_GPU_UP_TO})")
 
     def gpu_table_fleet(self) -> str:
-        """A fleet's GPU table's summary over every GPU: ``count`` of GPUs (any reading), ``down`` (``up`` under
-        0.5; none when none is) and each :data:`~aiwatch.console.source.GPU_FLEET_READINGS`' ``min``, ``median``
-        and ``max`` (labels ``reading`` and ``stat``): one series each, however many GPUs."""
-        every = " or ".join(self.gpu_gauge(field) for field, _ in GPU_GAUGES)
+        """A fleet's GPU table's summary over every GPU: ``count`` of GPUs (with ``up`` or a utilization), ``down``
+        (``up`` under 0.5; none when none is) and each :data:`~aiwatch.console.source.GPU_FLEET_READINGS`' ``min``,
+        ``median`` and ``max`` (labels ``reading`` and ``stat``): one series each, however many GPUs."""
+        # every GPU exports up (dcgm: derived from utilization) or utilization: a union of all six readings
+        # took 170 ms at 4 000 GPUs, this one 25-45 ms
+        every = f"{self.gpu_gauge('up')} or {self.gpu_gauge('utilization')}"
         parts = [(f"count({every})", "", "count"), (f"count({self.gpu_gauge('up')} < 0.5)", "", "down")]
         for reading in GPU_FLEET_READINGS:
             gauge = self.gpu_gauge(reading)
