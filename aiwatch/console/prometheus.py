@@ -20,6 +20,7 @@ from aiwatch.console.queries import MatcherText, PanelQueries
 from aiwatch.console.source import (
     AUTOSCALING_SIGNALS,
     EVERY_GPU_UP_TO,
+    GPU_ATTENTION,
     GPU_EXTREMES,
     NETWORK_CLAMPED,
     OVERHEAD_CLAMPED,
@@ -419,7 +420,8 @@ class PrometheusSource(DataSource):
         for labels, _ in chosen:
             reasons.setdefault((labels.get("gpu", ""), labels.get("uuid", "")), []).append(labels.get("attention", ""))
         # the matcher picks the chosen GPUs' UUIDs: another GPU with one of them (another index) is not chosen
-        rows = [replace(row, attention=tuple(reasons[row.gpu, row.uuid]))
+        urgency = {reason: i for i, (reason, _, _) in enumerate(GPU_ATTENTION)}
+        rows = [replace(row, attention=tuple(sorted(reasons[row.gpu, row.uuid], key=lambda r: urgency.get(r, 99))))
                 for row in self._gpu_rows(self.q.gpus_of(sorted({uuid for _, uuid in reasons})))
                 if (row.gpu, row.uuid) in reasons]
         return GpuTable(attention_first(rows), total, summary, int(counts.get("down", 0)))
