@@ -74,6 +74,12 @@ def _count(component: str, metrics: Metrics | None) -> None:
         pass
 
 
+def count_error(component: str, metrics: Metrics | None = None) -> None:
+    """Count a failure inside aiwatch without logging it: one that goes on (the same condition at every poll) and
+    was logged when it started. Never raises."""
+    _count(component, metrics)
+
+
 def record_problem(component: str, message: str, metrics: Metrics | None = None) -> None:
     """Count (as aiwatch's error under ``component``) and log (rate-limited, as ``"aiwatch: " + message``, without
     a traceback) a problem that is no exception: a setting that keeps part of aiwatch from working. Never raises."""

@@ -40,7 +40,7 @@ What it does when things go wrong (it never raises into the app):
 * anything else, also a value the bindings should never return (``None``, a string, NaN) and one that is no reading
   (NVML's "not available", all ones: ``0xFFFFFFFF``; a utilization outside 0-100 %): the field is skipped for
   this poll (the other fields and GPUs are still read) and ``aiwatch_instrumentation_errors_total{component="gpu"}``
-  counts it.
+  counts it, at every poll it lasts.
 
 Each condition is logged once when it starts (logger ``aiwatch.signals.gpu``) and once when it clears.
 
@@ -76,7 +76,7 @@ from aiwatch.exposition import multiprocess_enabled
 from aiwatch.forksafe import renew_at_fork
 from aiwatch.metrics import GPU_LABELS, SPECS, Metrics, get_metrics
 from aiwatch.prefork import check_fork_hooks
-from aiwatch.safety import record_error
+from aiwatch.safety import count_error, record_error
 
 logger = logging.getLogger("aiwatch.signals.gpu")
 
@@ -838,9 +838,13 @@ class GpuPoller:
         self._count = None
 
     def _report(self, key: tuple[str, ...], exc: BaseException | None, message: str, *, count: bool) -> None:
-        """Log a condition once when it starts; ``count`` also counts it as an aiwatch failure."""
+        """Log a condition once when it starts; ``count`` also counts it as an aiwatch failure, at every poll it
+        lasts: counted once, AiwatchInstrumentationErrors (an increase over 10m) resolved while the field was still
+        skipped, and nothing else showed its series missing."""
         self._failing.add(key)
         if key in self._reported:
+            if count and exc is not None:
+                count_error("gpu", self.metrics)
             return
         self._reported.add(key)
         if count and exc is not None:

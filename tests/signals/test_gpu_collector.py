@@ -352,7 +352,7 @@ def test_opening_a_gpu_failing_in_nvml_or_aiwatch_is_aiwatchs_error(registry: Co
     v = registry.get_sample_value
     assert up_of(registry, "0") == [0.0]
     assert v("aiwatch_gpu_up", labels(1, nvml)) == 1.0
-    assert v("aiwatch_instrumentation_errors_total", {"component": "gpu"}) == 1.0  # once while it lasts
+    assert v("aiwatch_instrumentation_errors_total", {"component": "gpu"}) == 3.0  # at each poll while it lasts
 
 
 def test_a_gpu_that_appears_after_init_is_exported_on_the_next_poll(registry: CollectorRegistry) -> None:
@@ -514,7 +514,7 @@ def test_a_gpu_count_that_fails_later_keeps_the_known_gpus(registry: CollectorRe
     for _ in range(2):
         collector.poller.poll_once()
     assert v("aiwatch_gpu_up", labels(1, nvml)) == 1.0
-    assert v("aiwatch_instrumentation_errors_total", {"component": "gpu"}) == 1.0
+    assert v("aiwatch_instrumentation_errors_total", {"component": "gpu"}) == 2.0  # at each poll while it lasts
 
 
 @pytest.mark.parametrize("code", [pynvml.NVML_ERROR_DRIVER_NOT_LOADED, pynvml.NVML_ERROR_LIBRARY_NOT_FOUND,
@@ -574,7 +574,7 @@ def test_nvml_failing_mid_flight_reinitialises(registry: CollectorRegistry) -> N
     assert nvml.calls["nvmlInit"] == 2
 
 
-def test_unexpected_errors_skip_the_field_count_once_and_never_raise(registry: CollectorRegistry) -> None:
+def test_unexpected_errors_skip_the_field_count_at_each_poll_and_never_raise(registry: CollectorRegistry) -> None:
     nvml = FakeNVML.with_gpus(2)
     nvml.gpus[0].fail["temperature"] = pynvml.NVML_ERROR_UNKNOWN
     collector = make(nvml, registry)
@@ -583,7 +583,7 @@ def test_unexpected_errors_skip_the_field_count_once_and_never_raise(registry: C
     v = registry.get_sample_value
     assert v("aiwatch_gpu_temperature_celsius", labels(0, nvml)) is None
     assert v("aiwatch_gpu_power_watts", labels(0, nvml)) == 100.0
-    assert v("aiwatch_instrumentation_errors_total", {"component": "gpu"}) == 1.0
+    assert v("aiwatch_instrumentation_errors_total", {"component": "gpu"}) == 3.0
 
     def broken(handle: object) -> int:
         raise RuntimeError("a bug in the bindings")
@@ -592,7 +592,7 @@ def test_unexpected_errors_skip_the_field_count_once_and_never_raise(registry: C
     collector.poller.poll_once()
     assert v("aiwatch_gpu_sm_clock_hertz", labels(1, nvml)) is None
     assert v("aiwatch_gpu_up", labels(1, nvml)) == 1.0
-    assert v("aiwatch_instrumentation_errors_total", {"component": "gpu"}) == 5.0  # + sm/mem clock of 2 GPUs
+    assert v("aiwatch_instrumentation_errors_total", {"component": "gpu"}) == 8.0  # + temperature, clocks of 2 GPUs
 
 
 ODD_VALUES = [  # NVML function, what it returns for GPU 0, the series that must be left out
@@ -907,3 +907,24 @@ def test_older_drivers_fall_back_to_the_older_nvml_calls(registry: CollectorRegi
     assert v("aiwatch_gpu_memory_used_bytes", labels(0, nvml)) == 20 * GIB
     assert nvml.calls["nvmlDeviceGetCurrentClocksEventReasons"] == 2  # asked once per GPU, then remembered
     assert nvml.calls["nvmlDeviceGetCurrentClocksThrottleReasons"] == 4
+
+
+def test_a_field_that_keeps_failing_keeps_the_error_count_growing_but_is_logged_once(
+        registry: CollectorRegistry, caplog: pytest.LogCaptureFixture) -> None:
+    # before: counted at its first poll only, so AiwatchInstrumentationErrors (increase over 10m) resolved 10 minutes
+    # in while aiwatch_gpu_utilization_ratio stayed missing for good (nvml_up 1, gpu_up 1: nothing showed it), and
+    # AiwatchGpuSaturated and the GPU autoscaling signal were blind
+    nvml = FakeNVML.with_gpus(1)
+    collector = make(nvml, registry)
+    collector.poller.poll_once()
+    nvml.gpus[0].fail["utilization"] = pynvml.NVML_ERROR_UNKNOWN
+    v = registry.get_sample_value
+    with caplog.at_level(logging.WARNING, logger="aiwatch"):
+        for polls in range(1, 6):
+            collector.poller.poll_once()
+            assert v("aiwatch_instrumentation_errors_total", {"component": "gpu"}) == polls
+    assert v("aiwatch_gpu_utilization_ratio", labels(0, nvml)) is None
+    assert sum("reading utilization of GPU 0 failed" in r.getMessage() for r in caplog.records) == 1
+    nvml.gpus[0].fail.clear()
+    collector.poller.poll_once()
+    assert v("aiwatch_instrumentation_errors_total", {"component": "gpu"}) == 5
