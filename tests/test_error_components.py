@@ -38,3 +38,13 @@ def test_a_fresh_registry_exports_every_component_at_zero_and_counts_from_there(
         assert registry.get_sample_value("aiwatch_instrumentation_errors_total", {"component": component}) == 0
     record_error("drift", ValueError("first failure after a start"), metrics)
     assert registry.get_sample_value("aiwatch_instrumentation_errors_total", {"component": "drift"}) == 1
+
+
+def test_the_runbook_says_what_each_component_means_and_what_to_do() -> None:
+    # before: its Mitigation named hook, drift and multiprocess only; an SRE paged for component="gpu",
+    # "prediction_log" or "event_loop" had no line saying what was skipped or where to look
+    runbook = (SOURCE / "runbooks" / "AiwatchInstrumentationErrors.md").read_text(encoding="utf-8")
+    table = runbook.split("## Components", 1)[1].split("## ", 1)[0]
+    rows = {cell.strip(" `") for line in table.splitlines() if line.startswith("| `")
+            for cell in line.split("|")[1].split(",")}
+    assert rows == set(ERROR_COMPONENTS), sorted(set(ERROR_COMPONENTS) ^ rows)
