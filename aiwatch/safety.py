@@ -1,8 +1,9 @@
 """aiwatch's own failures are counted and logged, never raised into the host app.
 
 :func:`record_error` is the one place such a failure goes: it increments
-``aiwatch_instrumentation_errors_total{component}`` and logs the first failure of a burst per component (with the
-traceback), then stays quiet until ``burst_seconds`` have passed, when it logs again with how many were suppressed.
+``aiwatch_instrumentation_errors_total{component}`` and logs the first failure of a burst per component and
+exception type (with the traceback), then stays quiet until ``burst_seconds`` have passed, when it logs again with how
+many were suppressed.
 :func:`warn_rate_limited` logs other conditions that traffic can repeat (a label over its bound, an unknown drift
 feature) the same way, so no client can fill the log.
 """
@@ -95,11 +96,27 @@ def record_cut(component: str, what: str, metrics: Metrics | None = None) -> Non
     record_problem(component, f"{component} capped: {what}", metrics)
 
 
+#: Distinct (component, exception type) bursts kept apart at most; past it, a new type shares its component's burst.
+MAX_BURST_KINDS = 256
+
+
+def _burst_key(component: str, exc: BaseException) -> str:
+    # per exception type: keyed by the component alone, a failure repeating all the time (a record that cannot be
+    # read, per request) took every burst's one log line, and a new one in the same component (the disk full) was
+    # never logged, only counted with the other
+    kind = type(exc)
+    key = f"{component}:{kind.__module__}.{kind.__qualname__}"
+    if key in _burst._last or len(_burst._last) < MAX_BURST_KINDS:
+        return key
+    return component
+
+
 def record_error(component: str, exc: BaseException, metrics: Metrics | None = None) -> None:
-    """Count and (rate-limited) log a failure inside aiwatch. Never raises."""
+    """Count and (rate-limited) log a failure inside aiwatch: the first of a burst per component and exception type
+    is logged with its traceback, the next one after ``burst_seconds`` with how many were not. Never raises."""
     _count(component, metrics)
     try:
-        log_now, suppressed = _burst.should_log(component)
+        log_now, suppressed = _burst.should_log(_burst_key(component, exc))
         if log_now:
             extra = f" ({suppressed} more since the last report)" if suppressed else ""
             logger.warning("aiwatch: %s failed and was skipped%s: %r", component, extra, exc, exc_info=exc)

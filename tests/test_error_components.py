@@ -4,17 +4,25 @@ failed once (say, the first drift evaluation) after the process started."""
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 
+import pytest
 from prometheus_client import CollectorRegistry
 
+from aiwatch import safety
 from aiwatch.metrics import ERROR_COMPONENTS, Metrics
 from aiwatch.safety import record_error
 
 SOURCE = Path(__file__).resolve().parent.parent / "aiwatch"
 #: the ways a component name is written where aiwatch counts its own failures
 NAMED = re.compile(r'(?:record_error|call_hook|guarded)\(\s*"([a-z_]+)"|\b[A-Z_]*COMPONENT\s*=\s*"([a-z_]+)"')
+
+
+@pytest.fixture(autouse=True)
+def fresh_bursts(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(safety, "_burst", safety._BurstLog())
 
 
 def components_in_source() -> set[str]:
@@ -48,3 +56,28 @@ def test_the_runbook_says_what_each_component_means_and_what_to_do() -> None:
     rows = {cell.strip(" `") for line in table.splitlines() if line.startswith("| `")
             for cell in line.split("|")[1].split(",")}
     assert rows == set(ERROR_COMPONENTS), sorted(set(ERROR_COMPONENTS) ^ rows)
+
+
+def test_a_new_failure_is_logged_while_another_of_its_component_repeats(caplog: pytest.LogCaptureFixture) -> None:
+    # before: one burst per component: with a record that cannot be read failing at every request, the disk filling
+    # up under the same component was counted and never logged (the log named the noisy failure only)
+    metrics = Metrics(CollectorRegistry())
+    with caplog.at_level(logging.WARNING, logger="aiwatch"):
+        for i in range(200):
+            record_error("prediction_log", ValueError(f"a record that cannot be read ({i})"), metrics)
+            if i == 100:
+                record_error("prediction_log", OSError(28, "No space left on device"), metrics)
+    logged = [r.getMessage() for r in caplog.records]
+    assert sum("cannot be read" in m for m in logged) == 1  # still rate-limited
+    assert sum("No space left on device" in m for m in logged) == 1
+    assert metrics.registry.get_sample_value("aiwatch_instrumentation_errors_total",
+                                             {"component": "prediction_log"}) == 201
+
+
+def test_the_bursts_of_exception_types_are_bounded(caplog: pytest.LogCaptureFixture) -> None:
+    metrics = Metrics(CollectorRegistry())
+    kinds = [type(f"Failure{i}", (Exception,), {}) for i in range(safety.MAX_BURST_KINDS + 50)]
+    with caplog.at_level(logging.WARNING, logger="aiwatch"):
+        for kind in kinds:
+            record_error("hook", kind("raised by a hook"), metrics)
+    assert len(safety._burst._last) <= safety.MAX_BURST_KINDS + 1  # past the bound: the component's own burst
