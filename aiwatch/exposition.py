@@ -12,6 +12,7 @@ import math
 import os
 import re
 import socket
+import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -347,12 +348,7 @@ def _fold_into(path: str, archive: str, how: str, sources: list[str]) -> None:
     combined.update((key, _exact_total(values)) for key, values in terms.items())
     new, intent = target + ".new", target + _INTENT
     _unlink(new)
-    written = MmapedDict(new)  # type: ignore[no-untyped-call]
-    try:
-        for key, (value, timestamp) in combined.items():
-            written.write_value(key, value, timestamp)  # type: ignore[no-untyped-call]
-    finally:
-        written.close()  # type: ignore[no-untyped-call]
+    _write_sample_file(new, combined)
     with open(intent + ".new", "w", encoding="utf-8") as file:
         json.dump({"inode": os.stat(new).st_ino, "sources": sources}, file)
     os.replace(intent + ".new", intent)
@@ -360,6 +356,29 @@ def _fold_into(path: str, archive: str, how: str, sources: list[str]) -> None:
     for name in sources:
         _unlink(os.path.join(path, name))
     os.remove(intent)
+
+
+def _write_sample_file(path: str, entries: dict[str, tuple[float, float]]) -> None:
+    """Write ``entries`` (key -> value, timestamp) as a sample file in ``MmapedDict``'s format, with plain writes.
+    Not through ``MmapedDict``: it grows its file with ``truncate`` (no blocks taken) and writes it through ``mmap``,
+    so on a full disk the write was a SIGBUS, which killed the process folding (gunicorn's master at a worker's
+    exit, a worker at a scrape) instead of an ``OSError`` that leaves the sources to the next fold."""
+    parts = [b""]
+    used = 8
+    for key, (value, timestamp) in entries.items():
+        encoded = key.encode("utf-8")
+        padded = encoded + b" " * (8 - (len(encoded) + 4) % 8)
+        entry = struct.pack(f"i{len(padded)}sdd", len(encoded), padded, value, timestamp)
+        parts.append(entry)
+        used += len(entry)
+    parts[0] = struct.pack("ii", used, 0)
+    try:
+        with open(path, "wb") as file:
+            for part in parts:
+                file.write(part)
+    except BaseException:
+        _unlink(path)  # a part written on a full disk: its blocks back to the disk now
+        raise
 
 
 def _exact_sum(values: list[float]) -> float:

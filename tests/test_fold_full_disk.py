@@ -1,0 +1,89 @@
+"""gunicorn's master folds an exited worker's sample files (``aiwatch.gunicorn.child_exit``) on a real full disk: a
+small tmpfs as ``PROMETHEUS_MULTIPROC_DIR`` (mounting needs root)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.servers import python_env
+
+#: a gunicorn master (the app preloaded: its metrics exist) whose worker served 300 routes and exited, on a disk
+#: that then fills up; its child_exit hook runs, the disk is freed, and it runs again at the next exit
+MASTER = """
+import json, os, subprocess, sys
+from types import SimpleNamespace
+
+directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+subprocess.run([sys.executable, "-c", '''
+from prometheus_client import Counter
+requests = Counter("req_total", "r", ["route"])
+for i in range(300):
+    requests.labels("/route/%d" % i).inc()
+'''], check=True)
+worker = SimpleNamespace(pid=int(next(n for n in os.listdir(directory) if n.startswith("counter_"))[8:-3]))
+
+from aiwatch.gunicorn import child_exit
+from aiwatch.metrics import default_metrics
+
+metrics = default_metrics()
+ballast = sys.argv[1]
+try:
+    with open(ballast, "wb") as file:
+        while True:
+            file.write(b"\\0" * 4096)
+except OSError:
+    pass
+child_exit(None, worker)
+kept = sorted(os.listdir(directory))
+errors = metrics.child(metrics.instrumentation_errors, ("multiprocess",))._value.get()
+os.remove(ballast)
+child_exit(None, worker)
+from prometheus_client import CollectorRegistry, multiprocess
+registry = CollectorRegistry()
+multiprocess.MultiProcessCollector(registry)
+total = sum(registry.get_sample_value("req_total", {"route": f"/route/{i}"}) for i in range(300))
+after = sorted(os.listdir(directory))
+print(json.dumps({"worker": f"counter_{worker.pid}.db", "kept": kept, "errors": errors, "after": after,
+                  "total": total}))
+"""
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mountpoint = tmp_path / "disk"
+    mountpoint.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mountpoint)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield mountpoint
+    finally:
+        subprocess.run(["umount", "--lazy", str(mountpoint)], check=True)
+
+
+def test_a_fold_on_a_full_disk_is_an_error_counted_not_a_sigbus_of_the_master(small_disk: Path) -> None:
+    # before: the archive was written through prometheus_client's MmapedDict (truncate, then writes into the mmap):
+    # on a full disk the master died of SIGBUS (exit -7), taking every worker with it
+    directory = small_disk / "multiproc"
+    directory.mkdir()
+    env = python_env(PROMETHEUS_MULTIPROC_DIR=str(directory))
+    done = subprocess.run([sys.executable, "-c", MASTER, str(small_disk / "ballast")], env=env,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, (done.returncode, done.stderr[-3000:])
+    result = json.loads(done.stdout.splitlines()[-1])
+    assert result["worker"] in result["kept"]  # left for the next fold
+    assert not any(name.endswith(".new") for name in result["kept"])  # its partial archive gave its space back
+    assert result["errors"] == 1
+    assert "No space left on device" in done.stderr
+    assert result["worker"] not in result["after"]
+    assert result["total"] == 300  # every request the worker served, folded once the disk had room
