@@ -10,6 +10,7 @@ feature) the same way, so no client can fill the log.
 
 from __future__ import annotations
 
+import errno
 import inspect
 import logging
 import threading
@@ -64,12 +65,26 @@ def set_burst_seconds(seconds: float) -> None:
     _burst.burst_seconds = seconds
 
 
-def _count(component: str, metrics: Metrics | None) -> None:
+def _disk_full(exc: BaseException | None) -> bool:
+    seen = 0
+    while exc is not None and seen < 16:
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
+
+
+def _count(component: str, metrics: Metrics | None, exc: BaseException | None = None) -> None:
     try:
         if metrics is None:
-            from aiwatch.metrics import default_metrics
+            from aiwatch import metrics as known
 
-            metrics = default_metrics()
+            if known._default is None and known._file_backed() and _disk_full(exc):
+                # Making the process's metrics now writes new sample files through prometheus_client's mmap, which
+                # on a full disk is a SIGBUS: it killed gunicorn's master (no --preload: no metrics yet) at the first
+                # fold that found the disk full. Logged only.
+                return
+            metrics = known.default_metrics()
         metrics.child(metrics.instrumentation_errors, (component,)).inc()
     except Exception:  # the counter itself failed: logging is all that is left
         pass
@@ -114,7 +129,7 @@ def _burst_key(component: str, exc: BaseException) -> str:
 def record_error(component: str, exc: BaseException, metrics: Metrics | None = None) -> None:
     """Count and (rate-limited) log a failure inside aiwatch: the first of a burst per component and exception type
     is logged with its traceback, the next one after ``burst_seconds`` with how many were not. Never raises."""
-    _count(component, metrics)
+    _count(component, metrics, exc)
     try:
         log_now, suppressed = _burst.should_log(_burst_key(component, exc))
         if log_now:
