@@ -38,6 +38,7 @@ import numpy.typing as npt
 from aiwatch.amounts import as_count, period, shown
 from aiwatch.amounts import timeout as seconds_to_wait
 from aiwatch.cardinality import guard_for
+from aiwatch.deferred import at_scrape
 from aiwatch.drift.columns import columns_of, to_float, to_float_flagging
 from aiwatch.drift.counting import INVALID, MISSING, count_bins
 from aiwatch.drift.current import CurrentFeature, categorical_current_from_codes, numerical_current
@@ -47,7 +48,7 @@ from aiwatch.drift.profile import ReferenceProfile
 from aiwatch.forksafe import at_fork_in_child, renew_at_fork
 from aiwatch.metrics import Metrics, get_metrics
 from aiwatch.prefork import check_fork_hooks, uwsgi_master
-from aiwatch.safety import record_error, warn_rate_limited
+from aiwatch.safety import record_error, record_problem, warn_rate_limited
 from aiwatch.utf8 import text_or_value
 
 if TYPE_CHECKING:
@@ -159,6 +160,7 @@ class DriftMonitor:
         self._last_method: dict[str, str] = {}
         self.last_report: DriftReport | None = None
         self._thread: threading.Thread | None = None
+        self._busy_since: float | None = None  # monotonic start of the schedule's evaluation (or flush) in progress
         self._stop = _Schedule()
         self._start_lock = threading.RLock()  # start() under it, from _resume_in_child's hold of it too
         self._resume = False  # in a forked child of a started monitor, until its first row starts its thread
@@ -198,6 +200,7 @@ class DriftMonitor:
         self._resume = self._resume or self._thread is not None or self._handed_over
         self._handed_over = False
         self._thread = None
+        self._busy_since = None  # the parent's thread's
         # The rows observed in the parent and not yet counted into the bin counters are the parent's to count (at
         # its next flush, or at the hand-over): counted here too, every worker added its master's rows again.
         self._pending = 0
@@ -768,6 +771,38 @@ _started: weakref.WeakSet[DriftMonitor] = weakref.WeakSet()
 _made: weakref.WeakSet[DriftMonitor] = weakref.WeakSet()
 
 
+HUNG_AFTER_MIN = 60.0
+"""A scheduled evaluation (or flush) that has not returned after twice the monitor's ``interval``, and at least this
+many seconds, is counted at each scrape (:func:`check_schedules`)."""
+
+
+def check_schedules() -> None:
+    """At each scrape: count (component ``drift``) every started monitor of this process whose schedule is stuck, in
+    an evaluation or flush that has not returned for ``max(2 * interval, HUNG_AFTER_MIN)`` seconds, or ended (its
+    thread gone while it is started). Its drift gauges kept the last evaluation's verdict meanwhile, ``drift_detected
+    0`` looking healthy, and nothing counted it. Never raises."""
+    now = time.monotonic()
+    for monitor in list(_started):
+        try:
+            thread, began = monitor._thread, monitor._busy_since
+            if thread is None:
+                continue
+            if not thread.is_alive():
+                what = "its evaluation thread ended"
+            elif began is not None and now - began >= max(2 * monitor.interval, HUNG_AFTER_MIN):
+                what = (f"its scheduled evaluation has not returned for {now - began:.0f} s (interval "
+                        f"{monitor.interval:g} s)")
+            else:
+                continue
+            record_problem("drift", f"the drift monitor of model {monitor.model!r} is stuck: {what}; its drift "
+                           "gauges are its last evaluation's", monitor.metrics)
+        except Exception as exc:
+            record_error("drift", exc)
+
+
+at_scrape(check_schedules)
+
+
 def flush_all() -> None:
     """Count the rows every monitor of this process observed and has not counted yet into the bin counters (those
     an observation or a window's copy holds the lock of are left: nothing here waits). At interpreter exit: a
@@ -834,6 +869,7 @@ def _run(ref: weakref.ReferenceType[DriftMonitor], stop: _Schedule) -> None:
         if monitor is None:
             return
         evaluating = time.monotonic() >= next_eval
+        monitor._busy_since = time.monotonic()
         try:
             if evaluating:
                 next_eval = time.monotonic() + monitor.interval
@@ -842,6 +878,8 @@ def _run(ref: weakref.ReferenceType[DriftMonitor], stop: _Schedule) -> None:
                 monitor.flush()
         except Exception as exc:
             record_error("drift", exc, monitor.metrics)
+        finally:
+            monitor._busy_since = None
         # A check that overran its period waits a whole period from its end: planned from its start, the next one
         # was due at once, and a check slower than ``interval`` ran back to back, one core busy in the app for good.
         if evaluating and time.monotonic() >= next_eval:
