@@ -1,0 +1,63 @@
+"""Concurrency inside one process, behind werkzeug's threaded server: many threads recording at once, with thread
+switches forced every microsecond (``sys.setswitchinterval``) so that a read-add-write left unguarded loses
+updates here, where a default interval loses them rarely."""
+
+from __future__ import annotations
+
+import contextvars
+import sys
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+import aiwatch
+from aiwatch.middleware.wsgi import AiwatchWSGIMiddleware
+from tests.http.test_http_wsgi_server import serving
+from tests.labels import with_defaults
+
+
+@pytest.fixture
+def fast_switches() -> Iterator[None]:
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(switch)
+
+
+def test_phases_of_one_request_ended_in_many_threads_at_once_all_count(fast_switches: None) -> None:
+    # a request fanning its work out to a thread pool with its context (contextvars.copy_context().run: the way
+    # aiwatch's own warning tells): each thread's phase time is added to the one request's phases; the read-add-write
+    # of the phase's entry lost the time of a thread switched out inside it (210 s of 240 s recorded)
+    threads, per_thread, seconds = 8, 10_000, 0.001
+    pool = ThreadPoolExecutor(threads)
+
+    def part() -> None:
+        for _ in range(per_thread):
+            aiwatch.record_phase("retrieval", seconds)
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        with aiwatch.phase("inference"):
+            for future in [pool.submit(contextvars.copy_context().run, part) for _ in range(threads)]:
+                future.result()
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+    registry = CollectorRegistry()
+    requests = 3
+    try:
+        with serving(AiwatchWSGIMiddleware(app, service="svc", registry=registry)) as conn:
+            for _ in range(requests):
+                conn.request("GET", "/predict")
+                response = conn.getresponse()
+                assert (response.status, response.read()) == (200, b"ok")
+    finally:
+        pool.shutdown()
+    name = "aiwatch_phase_duration_seconds_sum"
+    labels = with_defaults(name, {"service": "svc", "model": "", "phase": "retrieval"})
+    recorded = registry.get_sample_value(name, labels)
+    assert recorded == pytest.approx(requests * threads * per_thread * seconds, rel=1e-9)
