@@ -138,7 +138,10 @@ class RequestTimeline:
             if model == self.model:
                 self.keep(key)
         with _add_lock:
-            self.phases[key] = self.phases.get(key, 0.0) + seconds
+            # refused once recorded (a thread the request left running, asyncio.to_thread past a wait_for timeout):
+            # a key added while finish() read the phases raised there and lost the rest of the request's signals
+            if not self.finished:
+                self.phases[key] = self.phases.get(key, 0.0) + seconds
 
     def keep(self, key: tuple[str, str]) -> None:
         """Leave the phase of ``key`` (one that named its model) under its model when :func:`set_model` changes the
@@ -154,20 +157,25 @@ class RequestTimeline:
         named = self.named or ()
         phases = self.phases  # changed in place: a phase ending in another thread may hold it
         with _add_lock:
+            if self.finished:  # the phases are read (finish()) or recorded already
+                return
             for key in [key for key in phases if key[1] == old and key not in named]:
                 moved = (key[0], new)
                 phases[moved] = phases.get(moved, 0.0) + phases.pop(key)
 
     def add_call(self, peer: str, phase: str, client: float, network: float | None) -> None:
         """Remember an outgoing call's client-observed and network time (``None``: the peer reported no time)."""
-        calls = self.calls
-        if calls is None:
-            calls = self.calls = {}
-        found = calls.get((peer, phase))
-        if found is None:
-            found = calls[(peer, phase)] = [0.0, 0.0]
-        found[0] += client
-        found[1] += network or 0.0
+        with _add_lock:  # calls end in several threads at once; finish() reads them (RequestTimeline.add)
+            if self.finished:
+                return
+            calls = self.calls
+            if calls is None:
+                calls = self.calls = {}
+            found = calls.get((peer, phase))
+            if found is None:
+                found = calls[(peer, phase)] = [0.0, 0.0]
+            found[0] += client
+            found[1] += network or 0.0
 
     def elapsed(self, now: float | None = None) -> float:
         return (_clock() if now is None else now) - self.start
@@ -183,7 +191,9 @@ class RequestTimeline:
         total = (_clock() if now is None else now) - self.start
         head = ""
         named = 0.0
-        for (name, _model), secs in self.phases.items():
+        with _add_lock:  # a copy: a phase ending in another thread meanwhile raised "changed size during iteration"
+            phases = list(self.phases.items())
+        for (name, _model), secs in phases:
             # %-formatting and += (a handful of phases): cheaper than f-strings and a list joined
             head += "%s;dur=%.3f, " % (name, secs * 1000.0)  # noqa: UP031
             named += secs
@@ -922,7 +932,8 @@ class RequestRecorder:
         recorded. ``end_span`` false: a span aiwatch started is left for the integration to end (it may still
         learn of an exception)."""
         now = _clock() if end is None else end
-        tl.finished = True
+        with _add_lock:  # from here no thread changes tl.phases (RequestTimeline.add refuses), which are read below
+            tl.finished = True
         m = self.metrics
         try:
             self._in_flight(-1)
