@@ -116,6 +116,7 @@ class PredictionLog:
         self._wake = threading.Event()
         self._idle = threading.Condition()
         self._in_hand = 0  # records taken off the deque and not yet handed to the sink
+        self._done = 0  # records taken off the deque and handed to the sink (written or failed), for flush()
         self._closed = False
         self._start_lock = threading.Lock()
         self._no_writer = False  # in a forked child, until its first record starts a writer of its own
@@ -179,6 +180,7 @@ class PredictionLog:
         self._start_lock = threading.Lock()
         self._pending.clear()
         self._in_hand = 0
+        self._done = 0
         self._no_writer = not self._closed
 
     def _start_writer(self) -> None:
@@ -265,6 +267,7 @@ class PredictionLog:
                 self._write(batch)
             finally:
                 with self._idle:
+                    self._done += self._in_hand
                     self._in_hand = 0
                     self._idle.notify_all()
 
@@ -318,7 +321,11 @@ class PredictionLog:
         deadline = time.monotonic() + seconds_to_wait(timeout, "timeout")
         self._wake.set()
         with self._idle:
-            while self.pending():
+            # the records queued so far, counted where the writer is not taking any: waiting for no record pending at
+            # all, a log under steady traffic (never empty) returned False after the whole timeout, every record
+            # queued before the call long written
+            target = self._done + self._in_hand + len(self._pending)
+            while self._done < target:
                 left = deadline - time.monotonic()
                 if left <= 0 or not self._thread.is_alive():
                     return False

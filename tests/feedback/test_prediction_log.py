@@ -497,6 +497,36 @@ def test_flush_hands_everything_queued_to_the_sink(registry: CollectorRegistry) 
         log.close()
 
 
+class TrafficSink(ListSink):
+    """A sink under steady traffic: a new record is logged while each batch is written, so the queue never empties."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.log: PredictionLog | None = None
+        self.traffic = True
+
+    def write(self, rows: Sequence[dict[str, Any]]) -> None:
+        super().write(rows)
+        if self.traffic and self.log is not None:
+            self.log.log("m", {"x": -1})
+
+
+def test_flush_under_steady_traffic_returns_once_what_was_queued_before_it_is_written(
+        registry: CollectorRegistry) -> None:
+    # flush() waited for no record pending at all, which steady traffic never gives: it returned False after its whole
+    # timeout, every record queued before the call long written
+    sink = TrafficSink()
+    log = PredictionLog(sink, flush_seconds=60, batch_size=2, registry=registry)
+    sink.log = log
+    try:
+        ids = [log.log("m", {"x": i}) for i in range(10)]
+        assert log.flush(timeout=HANG)
+        assert {row["request_id"] for row in sink.rows} >= set(ids)
+    finally:
+        sink.traffic = False
+        log.close()
+
+
 def test_allow_and_deny_lists_keep_pii_out() -> None:
     sink = ListSink()
     fields = FieldPolicy(allow={"basket_value", "email", "output.score"}, deny={"email"})
