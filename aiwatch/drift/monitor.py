@@ -571,14 +571,22 @@ class DriftMonitor:
     def evaluate(self) -> DriftReport:
         """Run the drift tests on the current window, export the results, and return them. On the background
         thread of a schedule handed over (:func:`hand_over_schedules`), even while the tests ran, and once
-        :meth:`close` d, the results are returned only: not exported, nor kept as :attr:`last_report`."""
+        :meth:`close` d, the results are returned only: not exported, nor kept as :attr:`last_report`. Once a newer
+        monitor of the model on the same metrics has taken its series over (a profile reloaded), they are kept as
+        :attr:`last_report` and not exported."""
         with self._eval_lock:
             report = self._report()
             schedule: _Schedule | None = getattr(_running, "schedule", None)
             # checked under the lock the hand-over marks the schedule under: once it returns, no export starts
             with self._export_lock:
                 if (schedule is None or not schedule.handed_over) and not self._closed:
-                    self._export(report)
+                    # under the lock a newer monitor takes the series over under: an evaluation that was running
+                    # when the profile was reloaded exported its tests' gauges after the new monitor had removed
+                    # them, and neither monitor removed them again (a drift_detected 1 of a test the new profile does
+                    # not run fired AiwatchLocalInputDrift for good)
+                    with _series_owners_lock:
+                        if _series_owners.get(self._owner_key()) is self:
+                            self._export(report)
                     self.last_report = report
             return report
 

@@ -7,6 +7,7 @@ import itertools
 import logging
 import math
 import threading
+import time
 import weakref
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,8 @@ from aiwatch.metrics import Metrics
 from tests.hostile_numbers import BAD_COUNTS, BAD_SECONDS, OTHER_SECONDS
 
 RNG = np.random.default_rng(3)
+#: No test here should wait anywhere near this long: it only turns a hang into a failure.
+HANG = 30.0
 REF_X = RNG.normal(0, 1, 4000)
 REF_C = list(RNG.choice(["red", "green", "blue"], 4000, p=[0.5, 0.3, 0.2]))
 
@@ -1147,6 +1150,39 @@ def test_closing_an_old_monitor_leaves_the_series_of_the_newer_one_that_took_the
     with new:
         pass  # the context's exit closes
     assert _exported(registry, "m") <= KEPT_AT_CLOSE
+
+
+def test_an_evaluation_running_when_the_profile_is_reloaded_leaves_no_gauge_behind(
+        registry: CollectorRegistry, profile: ReferenceProfile) -> None:
+    """The old monitor's scheduled evaluation was running when the new monitor took the model's series over: it
+    exported its test's gauges after the takeover removed them, and neither monitor removed them again, so a
+    ``drift_detected 1`` of a test the new profile does not run stayed (AiwatchLocalInputDrift firing for good)."""
+    evaluating, reloaded = threading.Event(), threading.Event()
+    hold = [False]
+
+    def clock() -> float:  # read by the evaluation's copy of the window: the reload happens there
+        if hold[0]:
+            hold[0] = False
+            evaluating.set()
+            reloaded.wait(HANG)
+        return time.monotonic()
+
+    old = DriftMonitor(profile, model="m", registry=registry, min_samples=10, clock=clock, window_seconds=3600,
+                       methods={"x": "psi"})
+    old.observe_batch({"x": RNG.normal(4, 1, 300), "color": ["red"] * 300, "score": RNG.uniform(0, 1, 300)})
+    hold[0] = True
+    evaluation = threading.Thread(target=old.evaluate)
+    evaluation.start()
+    assert evaluating.wait(HANG)
+    new = DriftMonitor(profile, model="m", registry=registry, min_samples=10, methods={"x": "ks"})
+    reloaded.set()
+    evaluation.join(HANG)
+    assert old.last_report is not None and old.last_report.features["x"].drifted  # it ran, and kept its report
+    old.close()
+    new.observe_batch({"x": REF_X[:300], "color": REF_C[:300], "score": RNG.uniform(0, 1, 300)})
+    new.evaluate()
+    assert {s.labels["test"] for f in registry.collect() if f.name == "aiwatch_drift_detected" for s in f.samples
+            if s.labels["feature"] == "x"} == {"ks"}
 
 
 def test_a_profile_reloaded_again_and_again_leaves_no_reference_sample_alive(tmp_path: Path,
