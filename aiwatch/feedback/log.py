@@ -118,6 +118,7 @@ class PredictionLog:
         self._in_hand = 0  # records taken off the deque and not yet handed to the sink
         self._done = 0  # records taken off the deque and handed to the sink (written or failed), for flush()
         self._closed = False
+        self._finished = False  # close() has taken its last look at the queue: what is appended now, nothing writes
         self._start_lock = threading.Lock()
         self._no_writer = False  # in a forked child, until its first record starts a writer of its own
         self._thread = self._new_writer()
@@ -225,10 +226,21 @@ class PredictionLog:
                 else f"{self._id_prefix}{next(self._ids):012x}"
             if trace_id is None:
                 trace_id, trace_sampled = _current_trace()
-            self._pending.append(PredictionRecord(
+            record = PredictionRecord(
                 rid, time.time() if timestamp is None else timestamp, model, version, trace_id, latency, error, rate,
-                inputs, outputs, trace_sampled))
+                inputs, outputs, trace_sampled)
+            self._pending.append(record)
             self._queued(1.0)
+            if self._finished:
+                # closed while this record was being made (its mappings copied, a thread switch): close() looked at
+                # the queue for the last time before it was appended, so no writer takes it; counted as dropped, not
+                # left queued for ever (unless close()'s last look took it after all)
+                try:
+                    self._pending.remove(record)
+                except ValueError:
+                    return None
+                self._dropped(1.0)
+                return None
             if self._no_writer:
                 self._start_writer()
             if len(self._pending) >= self.batch_size:
@@ -351,18 +363,30 @@ class PredictionLog:
             # Forked without Python's fork hooks (uWSGI's default, reported at the log's start: aiwatch.prefork): the
             # writer, the sink's files and the lock are the parent's. Nothing here writes them; waiting for a thread
             # this process does not have held its exit for the whole timeout.
-            if self._pending:
-                self._dropped(float(len(self._pending)))
-                self._pending.clear()
+            self._finished = True
+            self._drop_pending()
             return
         self._wake.set()
         self._thread.join(wait)
-        if self._pending and not self._thread.is_alive():  # appended while the writer was finishing
-            self._dropped(float(len(self._pending)))
-            self._pending.clear()
+        if not self._thread.is_alive():  # appended while the writer was finishing
+            self._finished = True
+            self._drop_pending()
         if self._thread.is_alive():
             record_error(COMPONENT, TimeoutError(f"prediction log writer did not stop within {wait}s"),
                          self.metrics)
+
+    def _drop_pending(self) -> None:
+        """Count what is left queued as dropped, one record at a time: a log() finishing now may take its own back
+        (and count it) at the same moment."""
+        dropped = 0
+        while True:
+            try:
+                self._pending.popleft()
+            except IndexError:
+                break
+            dropped += 1
+        if dropped:
+            self._dropped(float(dropped))
 
     def __enter__(self) -> PredictionLog:
         return self

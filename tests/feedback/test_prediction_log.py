@@ -485,6 +485,45 @@ def test_logging_after_close_is_dropped_and_counted(registry: CollectorRegistry)
     assert records(registry, "dropped") == 1
 
 
+class SlowInputs(Mapping[str, Any]):
+    """A caller's mapping whose copy takes a while (a thread switched out while log() copies it), until released."""
+
+    def __init__(self) -> None:
+        self.copying = threading.Event()
+        self.release = threading.Event()
+
+    def __getitem__(self, key: str) -> Any:
+        return {"x": 1}[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(["x"])
+
+    def __len__(self) -> int:
+        return 1
+
+    def items(self) -> Any:
+        self.copying.set()
+        self.release.wait(HANG)
+        return {"x": 1}.items()
+
+
+def test_a_record_logged_while_the_log_closes_is_written_or_counted_as_dropped(registry: CollectorRegistry) -> None:
+    # log() was past its closed check when close() ran: the record it appended afterwards was counted as queued and
+    # then neither written (the writer was gone) nor counted as dropped, and stayed in the queue for good
+    sink = ListSink()
+    log = PredictionLog(sink, registry=registry)
+    inputs = SlowInputs()
+    logging_thread = threading.Thread(target=log.log, args=("m", inputs))
+    logging_thread.start()
+    assert inputs.copying.wait(HANG)
+    log.close()
+    inputs.release.set()
+    logging_thread.join(HANG)
+    assert records(registry, "queued") == 1
+    assert len(sink.rows) + records(registry, "dropped") == 1
+    assert log.pending() == 0
+
+
 def test_flush_hands_everything_queued_to_the_sink(registry: CollectorRegistry) -> None:
     sink = ListSink()
     log = PredictionLog(sink, flush_seconds=60, batch_size=1000, registry=registry)
