@@ -230,6 +230,16 @@ class PredictionLog:
                 rid, time.time() if timestamp is None else timestamp, model, version, trace_id, latency, error, rate,
                 inputs, outputs, trace_sampled)
             self._pending.append(record)
+            if len(self._pending) > self.queue_size:
+                # other threads appended between this one's check of the bound and its append (each copying its
+                # mappings meanwhile): the queue passed queue_size by as many; the latest leave it again, dropped
+                try:
+                    self._pending.remove(record)
+                except ValueError:  # the writer took it already: it is written
+                    pass
+                else:
+                    self._dropped(1.0)
+                    return None
             self._queued(1.0)
             if self._finished:
                 # closed while this record was being made (its mappings copied, a thread switch): close() looked at

@@ -524,6 +524,26 @@ def test_a_record_logged_while_the_log_closes_is_written_or_counted_as_dropped(r
     assert log.pending() == 0
 
 
+def test_the_queue_bound_holds_for_records_logged_at_once_by_many_threads(registry: CollectorRegistry) -> None:
+    # the bound was checked before the record's mappings were copied and the record appended after: threads that
+    # passed the check together all appended (32 threads against a queue_size of 10 held 11-12)
+    log = PredictionLog(ListSink(), queue_size=2, batch_size=1000, flush_seconds=60, registry=registry)
+    try:
+        inputs = [SlowInputs() for _ in range(4)]
+        threads = [threading.Thread(target=log.log, args=("m", each)) for each in inputs]
+        for thread in threads:
+            thread.start()
+        assert all(each.copying.wait(HANG) for each in inputs)  # all four past the bound's check, the queue empty
+        for each in inputs:
+            each.release.set()
+        for thread in threads:
+            thread.join(HANG)
+        assert log.pending() == 2
+        assert records(registry, "queued") == 2 and records(registry, "dropped") == 2
+    finally:
+        log.close()
+
+
 def test_flush_hands_everything_queued_to_the_sink(registry: CollectorRegistry) -> None:
     sink = ListSink()
     log = PredictionLog(sink, flush_seconds=60, batch_size=1000, registry=registry)
