@@ -3,7 +3,8 @@
 :func:`record_error` is the one place such a failure goes: it increments
 ``aiwatch_instrumentation_errors_total{component}`` and logs the first failure of a burst per component and
 exception type (with the traceback), then stays quiet until ``burst_seconds`` have passed, when it logs again with how
-many were suppressed.
+many were suppressed. An instance of which a process may have several (a queue, a feature cache, a drift monitor, a
+prediction log) names itself in that line (:func:`errors_of`), the counter keeping ``component`` alone.
 :func:`warn_rate_limited` logs other conditions that traffic can repeat (a label over its bound, an unknown drift
 feature) the same way, so no client can fill the log.
 """
@@ -11,6 +12,7 @@ feature) the same way, so no client can fill the log.
 from __future__ import annotations
 
 import errno
+import functools
 import inspect
 import logging
 import threading
@@ -115,28 +117,46 @@ def record_cut(component: str, what: str, metrics: Metrics | None = None) -> Non
 MAX_BURST_KINDS = 256
 
 
-def _burst_key(component: str, exc: BaseException) -> str:
+def _burst_key(component: str, exc: BaseException, subject: str | None = None) -> str:
     # per exception type: keyed by the component alone, a failure repeating all the time (a record that cannot be
     # read, per request) took every burst's one log line, and a new one in the same component (the disk full) was
     # never logged, only counted with the other
     kind = type(exc)
     key = f"{component}:{kind.__module__}.{kind.__qualname__}"
+    # and per instance, while half the table is free: keyed by the type alone, a second queue failing as the first
+    # one did was never named (and its failures were told as the first one's "more since the last report"). Named
+    # keys stop at half, so that instances made from data (a queue per tenant) leave room for new types.
+    if subject is not None:
+        named = f"{key}:{subject}"
+        if named in _burst._last or len(_burst._last) < MAX_BURST_KINDS // 2:
+            return named
     if key in _burst._last or len(_burst._last) < MAX_BURST_KINDS:
         return key
     return component
 
 
-def record_error(component: str, exc: BaseException, metrics: Metrics | None = None) -> None:
-    """Count and (rate-limited) log a failure inside aiwatch: the first of a burst per component and exception type
-    is logged with its traceback, the next one after ``burst_seconds`` with how many were not. Never raises."""
+def record_error(component: str, exc: BaseException, metrics: Metrics | None = None, *,
+                 subject: str | None = None) -> None:
+    """Count and (rate-limited) log a failure inside aiwatch: the first of a burst per component, exception type and
+    ``subject`` is logged with its traceback, the next one after ``burst_seconds`` with how many were not.
+    ``subject`` names the instance that failed in the log line, after the component (``queue 'ranker'``); the
+    counter keeps ``component`` alone. Never raises."""
     _count(component, metrics, exc)
     try:
-        log_now, suppressed = _burst.should_log(_burst_key(component, exc))
+        log_now, suppressed = _burst.should_log(_burst_key(component, exc, subject))
         if log_now:
             extra = f" ({suppressed} more since the last report)" if suppressed else ""
-            logger.warning("aiwatch: %s failed and was skipped%s: %r", component, extra, exc, exc_info=exc)
+            what = component if subject is None else f"{component} {subject}"
+            logger.warning("aiwatch: %s failed and was skipped%s: %r", what, extra, exc, exc_info=exc)
     except Exception:
         pass
+
+
+def errors_of(component: str, subject: str, metrics: Metrics | None = None) -> Callable[[BaseException], None]:
+    """:func:`record_error` for one instance: ``errors_of("queue", "'ranker'", metrics)(exc)`` counts ``exc`` under
+    ``queue`` and logs it as ``aiwatch: queue 'ranker' failed ...``. For a kind of which a process may have several,
+    whose failures were logged alike whichever one failed."""
+    return functools.partial(record_error, component, metrics=metrics, subject=subject)
 
 
 def warn_rate_limited(key: str, message: str, *args: object) -> None:

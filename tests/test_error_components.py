@@ -17,7 +17,7 @@ from aiwatch.safety import record_error
 
 SOURCE = Path(__file__).resolve().parent.parent / "aiwatch"
 #: the ways a component name is written where aiwatch counts its own failures
-NAMED = re.compile(r'(?:record_error|call_hook|guarded)\(\s*"([a-z_]+)"|\b[A-Z_]*COMPONENT\s*=\s*"([a-z_]+)"')
+NAMED = re.compile(r'(?:record_error|call_hook|guarded|errors_of)\(\s*"([a-z_]+)"|\b[A-Z_]*COMPONENT\s*=\s*"([a-z_]+)"')
 
 
 @pytest.fixture(autouse=True)

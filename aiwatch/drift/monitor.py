@@ -48,7 +48,7 @@ from aiwatch.drift.profile import ReferenceProfile
 from aiwatch.forksafe import at_fork_in_child, renew_at_fork
 from aiwatch.metrics import Metrics, get_metrics
 from aiwatch.prefork import check_fork_hooks, uwsgi_master
-from aiwatch.safety import record_error, record_problem, warn_rate_limited
+from aiwatch.safety import errors_of, record_problem, warn_rate_limited
 from aiwatch.utf8 import text_or_value
 
 if TYPE_CHECKING:
@@ -120,6 +120,7 @@ class DriftMonitor:
         self.profile = profile
         self.model = model
         self.metrics = metrics if metrics is not None else get_metrics(registry)
+        self._error = errors_of("drift", f"of model {shown(model)}", self.metrics)
         self._guard = guard_for(self.metrics)
         self.window_size = window_size
         self.window_seconds = None if window_seconds is None else period(window_seconds, "window_seconds")
@@ -221,7 +222,7 @@ class DriftMonitor:
                     self.start()
                 except Exception as exc:
                     self._resume = True
-                    record_error("drift", exc, self.metrics)
+                    self._error(exc)
 
     def _owner_key(self) -> tuple[int, str]:
         # the metric object, not the Metrics: in multiprocess mode every Metrics of a process holds the same ones. It
@@ -275,7 +276,7 @@ class DriftMonitor:
             if unknown:
                 self._count_unknown(unknown)
         except Exception as exc:
-            record_error("drift", exc, self.metrics)
+            self._error(exc)
 
     def _observe_row(self, row: Mapping[str, Any]) -> list[str] | None:
         # A row is counted whole or not at all: every value is read first (a value's own __float__, __hash__ or
@@ -388,7 +389,7 @@ class DriftMonitor:
                 if batch.unknown:
                     self._count_unknown(batch.unknown)
         except Exception as exc:
-            record_error("drift", exc, self.metrics)
+            self._error(exc)
 
     def _read_columns(self, columns: Mapping[str, Any]) -> _Batch | None:
         """A batch's rows for the window and its counts, read from ``columns`` (None for no rows); nothing is
@@ -675,7 +676,7 @@ class DriftMonitor:
         try:
             self.flush()
         except Exception as exc:
-            record_error("drift", exc, self.metrics)
+            self._error(exc)
 
     def _hand_over(self) -> None:
         # Not joined: a pre-fork hook must not wait out an evaluation in progress (the thread ends at its next wait,
@@ -702,7 +703,7 @@ class DriftMonitor:
         try:
             self._flush_locked()
         except Exception as exc:
-            record_error("drift", exc, self.metrics)
+            self._error(exc)
         finally:
             self._lock.release()
 
@@ -728,7 +729,7 @@ class DriftMonitor:
             try:
                 self._take_over_series([])
             except Exception as exc:
-                record_error("drift", exc, self.metrics)
+                self._error(exc)
 
     def __enter__(self) -> DriftMonitor:
         return self.start()
@@ -805,7 +806,7 @@ def check_schedules() -> None:
             record_problem("drift", f"the drift monitor of model {monitor.model!r} is stuck: {what}; its drift "
                            "gauges are its last evaluation's", monitor.metrics)
         except Exception as exc:
-            record_error("drift", exc)
+            monitor._error(exc)
 
 
 at_scrape(check_schedules)
@@ -885,7 +886,7 @@ def _run(ref: weakref.ReferenceType[DriftMonitor], stop: _Schedule) -> None:
             else:
                 monitor.flush()
         except Exception as exc:
-            record_error("drift", exc, monitor.metrics)
+            monitor._error(exc)
         finally:
             monitor._busy_since = None
         # A check that overran its period waits a whole period from its end: planned from its start, the next one

@@ -41,7 +41,7 @@ from aiwatch.feedback.sink import PredictionSink, RowsLost
 from aiwatch.forksafe import renew_at_fork
 from aiwatch.metrics import RECOVERY_RESULTS, UNFINISHED_RECOVERY_RESULTS, Metrics, get_metrics
 from aiwatch.prefork import check_fork_hooks
-from aiwatch.safety import record_error
+from aiwatch.safety import errors_of
 from aiwatch.timing import current_timeline
 
 COMPONENT = "prediction_log"
@@ -58,6 +58,18 @@ def _snapshot(value: Any) -> Any:
     if kind is float or kind is str or value is None or not isinstance(value, Mapping):
         return value
     return dict(value.items())
+
+
+def _where(sink: Any) -> str:
+    """Where ``sink`` writes, for the log's failure lines: a ParquetSink's directory, a RedisStreamSink's stream,
+    else the sink's class (logs of the same name may write to different places)."""
+    directory = getattr(sink, "directory", None)
+    if isinstance(directory, (str, os.PathLike)):
+        return f"into {os.fspath(directory)}"
+    stream = getattr(sink, "stream", None)
+    if isinstance(stream, (str, bytes)):
+        return f"into the stream {shown(stream)}"
+    return f"into a {type(sink).__name__}"
 
 
 def _current_trace() -> tuple[str | None, bool | None]:
@@ -98,6 +110,7 @@ class PredictionLog:
         self.fields = fields or FieldPolicy(allow, deny, hash_fields, hash_key)
         self.queue_size, self.batch_size, self.flush_seconds, self.name = queue_size, batch_size, every, name
         self.metrics = metrics or get_metrics(registry)
+        self._error = errors_of(COMPONENT, f"{shown(name)} ({_where(sink)})", self.metrics)
         counter = self.metrics.prediction_log_records
         # the request path's counters: fastpath adders, one Python call per update
         self._queued = adder(self.metrics.child(counter, (name, "queued")))
@@ -149,7 +162,7 @@ class PredictionLog:
             self.metrics.child(self.metrics.prediction_log_recovered_records, (self.name,)).inc(recovery.records)
         except Exception as exc:  # a sink of the user's with a method of that name: counted once, not per flush
             self._recovery_broken = True
-            record_error(COMPONENT, exc, self.metrics)
+            self._error(exc)
 
     def _count_forced_rotations(self) -> None:
         """Count the files the sink completed early since the last count (a ParquetSink at ``max_open_files``), at
@@ -161,7 +174,7 @@ class PredictionLog:
             self.metrics.child(self.metrics.prediction_log_forced_rotations, (self.name,)).inc(take())
         except Exception as exc:  # a sink of the user's with a method of that name: counted once, not per flush
             self._rotations_broken = True
-            record_error(COMPONENT, exc, self.metrics)
+            self._error(exc)
 
     def _new_writer(self) -> threading.Thread:
         thread = threading.Thread(target=self._run, name=f"aiwatch-prediction-log-{self.name}", daemon=True)
@@ -218,7 +231,7 @@ class PredictionLog:
             try:
                 inputs, outputs = _snapshot(inputs), _snapshot(outputs)
             except Exception as exc:  # a mapping that cannot be read: this record alone fails
-                record_error(COMPONENT, exc, self.metrics)
+                self._error(exc)
                 self._failed.inc()
                 return None
             # ``or`` took a client's id 0 (an int, as docs/prediction-log.md allows) for no id: its row got another
@@ -257,7 +270,7 @@ class PredictionLog:
                 self._wake.set()
             return rid
         except Exception as exc:
-            record_error(COMPONENT, exc, self.metrics)
+            self._error(exc)
             return None
 
     # --- the writer thread --------------------------------------------------------------------------------
@@ -299,14 +312,14 @@ class PredictionLog:
             try:
                 rows.append(self.fields.row(record))
             except Exception as exc:  # one unusable record (a mapping that raises) must not lose the batch
-                record_error(COMPONENT, exc, self.metrics)
+                self._error(exc)
                 self._failed.inc()
         if not rows:
             return
         try:
             self.sink.write(rows)
         except Exception as exc:
-            record_error(COMPONENT, exc, self.metrics)
+            self._error(exc)
             failed = len(rows)
             if isinstance(exc, RowsLost):
                 # a sink's miscount (more rows than the batch, a negative count, none: a subclass that skipped
@@ -324,7 +337,7 @@ class PredictionLog:
         try:
             getattr(self.sink, method)()
         except Exception as exc:
-            record_error(COMPONENT, exc, self.metrics)
+            self._error(exc)
             self._count_lost(exc)
 
     def _count_lost(self, exc: Exception) -> None:
@@ -363,8 +376,7 @@ class PredictionLog:
             return
         wait = as_timeout(timeout)
         if wait is None:
-            record_error(COMPONENT, ValueError(f"a close timeout must be a number of seconds, got {shown(timeout)}"),
-                         self.metrics)
+            self._error(ValueError(f"a close timeout must be a number of seconds, got {shown(timeout)}"))
             wait = 10.0
         self._closed = True
         atexit.unregister(self.close)
@@ -382,8 +394,7 @@ class PredictionLog:
             self._finished = True
             self._drop_pending()
         if self._thread.is_alive():
-            record_error(COMPONENT, TimeoutError(f"prediction log writer did not stop within {wait}s"),
-                         self.metrics)
+            self._error(TimeoutError(f"prediction log writer did not stop within {wait}s"))
 
     def _drop_pending(self) -> None:
         """Count what is left queued as dropped, one record at a time: a log() finishing now may take its own back

@@ -41,7 +41,7 @@ from prometheus_client import CollectorRegistry
 from aiwatch.amounts import MAX_COUNT, MAX_SECONDS, as_seconds, count, shown
 from aiwatch.cardinality import guard_for
 from aiwatch.metrics import Metrics, get_metrics
-from aiwatch.safety import record_error
+from aiwatch.safety import errors_of
 from aiwatch.timing import phase as _phase
 from aiwatch.timing import record_phase
 
@@ -76,6 +76,7 @@ class FeatureCache:
         self.phase = phase
         self.model = model
         self.metrics = metrics if metrics is not None else get_metrics(registry)
+        self._error = errors_of("cache", shown(cache), self.metrics)
         m = self.metrics
         label = guard_for(m).fold("cache", cache)
         self._counts = {r: m.child(m.feature_cache_requests, (label, r)) for r in (HIT, MISS, ERROR)}
@@ -95,13 +96,13 @@ class FeatureCache:
             try:
                 hits, misses, errors = count(hits, "hits"), count(misses, "misses"), count(errors, "errors")
             except (TypeError, ValueError) as exc:
-                record_error("cache", exc, self.metrics)
+                self._error(exc)
                 counted = False
         if seconds.__class__ is not float or not 0.0 <= seconds <= MAX_SECONDS:
             checked = as_seconds(seconds)
             if checked is None:
-                record_error("cache", ValueError(f"a lookup's seconds must be a number of seconds from 0 to 1e9, "
-                                                 f"got {shown(seconds)}"), self.metrics)
+                self._error(ValueError(f"a lookup's seconds must be a number of seconds from 0 to 1e9, got "
+                                       f"{shown(seconds)}"))
                 timed = False
             else:
                 seconds = checked
@@ -116,12 +117,12 @@ class FeatureCache:
                 if timed:
                     self._durations[ERROR if errors else MISS if misses else HIT].observe(seconds)
             except Exception as exc:
-                record_error("cache", exc, self.metrics)
+                self._error(exc)
         if timed and self.phase is not None:
             try:
                 record_phase(self.phase, seconds, self.model)
             except Exception as exc:
-                record_error("cache", exc, self.metrics)
+                self._error(exc)
 
     def lookup(self) -> Lookup:
         """A context manager (``with`` / ``async with``) timing one lookup; see :class:`Lookup`."""
@@ -179,7 +180,7 @@ class FeatureCache:
         try:
             hit = bool(check(value))
         except Exception as exc:  # the user's is_hit broke: count the lookup as a hit and the hook as an error
-            record_error("cache", exc, self.metrics)
+            self._error(exc)
             hit = True
         self.record(seconds, hits=int(hit), misses=int(not hit))
 
@@ -220,7 +221,7 @@ class FeatureCache:
         try:
             hits, misses = classify(result)
         except Exception as exc:
-            record_error("cache", exc, self.metrics)
+            self._error(exc)
             hits, misses = keys, 0
         self.record(seconds, hits=hits, misses=misses)
 
@@ -263,7 +264,7 @@ class Lookup:
         try:
             return count(n, f"Lookup.{method}(n)")
         except (TypeError, ValueError) as exc:
-            record_error("cache", exc, self._cache.metrics)
+            self._cache._error(exc)
             return 0
 
     def found(self, value: Any) -> Any:

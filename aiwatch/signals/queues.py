@@ -36,9 +36,10 @@ from typing import Any, TypeVar
 
 from prometheus_client import CollectorRegistry
 
+from aiwatch.amounts import shown
 from aiwatch.cardinality import guard_for
 from aiwatch.metrics import Metrics, get_metrics
-from aiwatch.safety import record_error
+from aiwatch.safety import errors_of
 
 Q = TypeVar("Q")
 
@@ -71,22 +72,24 @@ class _Level:
         self.n = 0
 
 
-def _release(depth: Any, level: _Level, metrics: Metrics) -> None:
+def _release(depth: Any, level: _Level, error: Callable[[BaseException], None]) -> None:
     try:
         depth.dec(level.n)
         level.n = 0
     except Exception as exc:
-        record_error("queue", exc, metrics)
+        error(exc)
 
 
 class _QueueInstrumentation:
-    __slots__ = ("depth", "finalizer", "level", "metrics", "name", "orig_get", "orig_put", "size", "stamp", "wait")
+    __slots__ = ("depth", "error", "finalizer", "level", "metrics", "name", "orig_get", "orig_put", "size", "stamp",
+                 "wait")
 
     def __init__(self, name: str, metrics: Metrics, orig_put: Callable[[Any], None],
                  orig_get: Callable[[], Any], stamp: bool, size: Callable[[], int]) -> None:
         self.name = name
         self.stamp = stamp
         self.metrics = metrics
+        self.error = errors_of("queue", shown(name), metrics)
         label = guard_for(metrics).fold("queue", name)  # queue names may come from data (one per tenant...)
         self.depth = metrics.child(metrics.queue_depth, (label,))
         self.wait = metrics.child(metrics.queue_wait, (label,))
@@ -103,7 +106,7 @@ class _QueueInstrumentation:
             self.depth.inc(n - self.level.n)
             self.level.n = n
         except Exception as exc:
-            record_error("queue", exc, self.metrics)
+            self.error(exc)
 
     def put(self, item: Any) -> None:
         try:
@@ -115,7 +118,7 @@ class _QueueInstrumentation:
             self.depth.inc()
             self.level.n += 1
         except Exception as exc:
-            record_error("queue", exc, self.metrics)
+            self.error(exc)
 
     def get(self) -> Any:
         try:
@@ -132,7 +135,7 @@ class _QueueInstrumentation:
             self.depth.dec()
             self.level.n -= 1
         except Exception as exc:
-            record_error("queue", exc, self.metrics)
+            self.error(exc)
             if type(item) is _Stamped:
                 item = item.item
         return item
@@ -202,9 +205,9 @@ def instrument_queue(q: Q, name: str, *, metrics: Metrics | None = None,
             inst.depth.inc(size)
             inst.level.n = size
         except Exception as exc:
-            record_error("queue", exc, metrics)
+            inst.error(exc)
         # the callback holds the gauge and the count, never the queue (nor inst, which holds the queue)
-        inst.finalizer = weakref.finalize(q, _release, inst.depth, inst.level, metrics)
+        inst.finalizer = weakref.finalize(q, _release, inst.depth, inst.level, inst.error)
         inst.finalizer.atexit = False
         target._put = inst.put
         target._get = inst.get
@@ -229,7 +232,7 @@ def uninstrument_queue(q: Any) -> None:
                     container[i] = item.item
         if inst.finalizer is not None:
             inst.finalizer.detach()
-        _release(inst.depth, inst.level, inst.metrics)
+        _release(inst.depth, inst.level, inst.error)
         del q._put
         del q._get
         delattr(q, _MARK)

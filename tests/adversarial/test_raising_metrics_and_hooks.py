@@ -11,6 +11,7 @@ import asyncio
 import logging
 import queue
 import threading
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,6 +23,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 import aiwatch
 from aiwatch import safety
 from aiwatch.drift import DriftMonitor, ReferenceProfile
+from aiwatch.feedback import ParquetSink, PredictionLog
 from aiwatch.metrics import Metrics
 from tests.http.asgi_driver import call
 
@@ -188,7 +190,9 @@ def test_feature_cache_with_raising_metrics_and_hooks_returns_the_values(caplog:
     with pytest.raises(KeyError):
         local["b"]
     assert errors(metrics.registry, "cache") == 10 * 2 + 3  # hook + metric per load, a metric per lookup
-    assert len([r for r in caplog.records if "cache failed" in r.getMessage()]) == 1  # logged once per burst
+    logged = [r.getMessage() for r in caplog.records]
+    for name in ("users", "local"):  # logged once per burst and cache
+        assert len([m for m in logged if f"cache {name!r} failed" in m]) == 1, logged
 
 
 async def test_batcher_with_raising_metrics_returns_every_result() -> None:
@@ -200,6 +204,79 @@ async def test_batcher_with_raising_metrics_returns_every_result() -> None:
     async with aiwatch.MicroBatcher(double, max_batch_size=4, max_wait_seconds=0, metrics=metrics) as b:
         assert await asyncio.gather(*(b.submit(i) for i in range(16))) == [2 * i for i in range(16)]
     assert errors(metrics.registry, "batcher") > 0
+
+
+# --- which one failed: several queues, caches, monitors, prediction logs in one process -----------------------------
+def failure_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    messages = (r.getMessage() for r in caplog.records)
+    return [m.split(":", 2)[1].strip() for m in messages if "failed and was skipped" in m]
+
+
+def test_the_failure_log_line_names_the_queue_that_failed(caplog: pytest.LogCaptureFixture) -> None:
+    # before: "aiwatch: queue failed and was skipped: RuntimeError(...)" for either queue, and only the first one's
+    # line (the same component and exception type shared one burst): the SRE could not tell which queue's depth was off
+    caplog.set_level(logging.WARNING, logger="aiwatch")
+    metrics = RaisingMetrics(CollectorRegistry())
+    jobs = aiwatch.instrument_queue(queue.Queue(), "jobs", metrics=metrics)
+    batches = aiwatch.instrument_queue(queue.Queue(), "batches", metrics=metrics)
+    for q in (jobs, batches):
+        q.put(1)
+        q.get()
+        aiwatch.uninstrument_queue(q)
+    assert failure_lines(caplog) == ["queue 'jobs' failed and was skipped", "queue 'batches' failed and was skipped"]
+    assert errors(metrics.registry, "queue") == 2 * (1 + 2 + 1)  # the counter's labels unchanged: component only
+
+
+def test_the_failure_log_line_names_the_feature_cache_that_failed(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="aiwatch")
+    metrics = Metrics(CollectorRegistry())
+    for name in ("users", "items"):
+        aiwatch.FeatureCache(name, metrics=metrics).record(float("nan"), hits=1)  # a lookup time that is no time
+    assert failure_lines(caplog) == ["cache 'users' failed and was skipped", "cache 'items' failed and was skipped"]
+    assert errors(metrics.registry, "cache") == 2
+
+
+def test_the_failure_log_line_names_the_model_of_the_drift_monitor_that_failed(
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="aiwatch")
+    metrics = Metrics(CollectorRegistry())
+    profile = ReferenceProfile.build({"x": np.random.default_rng(0).normal(size=500)})
+    for model in ("ranker", "scorer"):
+        DriftMonitor(profile, model=model, metrics=metrics, window_size=200).observe([1.0])  # type: ignore[arg-type]
+    assert failure_lines(caplog) == ["drift of model 'ranker' failed and was skipped",
+                                     "drift of model 'scorer' failed and was skipped"]
+    assert errors(metrics.registry, "drift") == 2
+
+
+def test_the_failure_log_line_names_the_prediction_log_and_where_it_writes(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # two logs of the default name (the log label) writing to two directories: the line says which directory
+    caplog.set_level(logging.WARNING, logger="aiwatch")
+    metrics = Metrics(CollectorRegistry())
+
+    class Unreadable(dict[str, Any]):
+        def items(self) -> Any:
+            raise RuntimeError("a mapping that cannot be read")
+
+    for folder in ("a", "b"):
+        with PredictionLog(ParquetSink(tmp_path / folder), metrics=metrics) as log:
+            assert log.log("m", Unreadable(x=1)) is None
+    assert failure_lines(caplog) == [f"prediction_log 'predictions' (into {tmp_path / 'a'}) failed and was skipped",
+                                     f"prediction_log 'predictions' (into {tmp_path / 'b'}) failed and was skipped"]
+    assert errors(metrics.registry, "prediction_log") == 2
+
+
+def test_the_bursts_named_by_instance_leave_room_for_new_exception_types(caplog: pytest.LogCaptureFixture) -> None:
+    # queues made from data (one per tenant) each open a burst of their own, up to half the table, then share their
+    # type's (whose one line names the queue that opened it): a new exception type of another component still gets
+    # a burst (a line) of its own after them
+    caplog.set_level(logging.WARNING, logger="aiwatch")
+    for i in range(safety.MAX_BURST_KINDS * 2):
+        safety.errors_of("queue", f"'tenant-{i}'")(RuntimeError("gauge down"))
+    assert len(failure_lines(caplog)) == safety.MAX_BURST_KINDS // 2 + 1
+    assert failure_lines(caplog)[-1] == f"queue 'tenant-{safety.MAX_BURST_KINDS // 2}' failed and was skipped"
+    safety.record_error("cache", KeyError("new"))
+    assert failure_lines(caplog)[-1] == "cache failed and was skipped"
 
 
 def test_drift_monitor_with_raising_metrics_never_raises_into_observe() -> None:
