@@ -67,7 +67,9 @@ def set_burst_seconds(seconds: float) -> None:
     _burst.burst_seconds = seconds
 
 
-def _disk_full(exc: BaseException | None) -> bool:
+def disk_full(exc: BaseException | None) -> bool:
+    """Whether ``exc``, or an exception it was raised from or while handling, is a full disk (ENOSPC) or quota
+    (EDQUOT)."""
     seen = 0
     while exc is not None and seen < 16:
         if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -81,7 +83,7 @@ def _count(component: str, metrics: Metrics | None, exc: BaseException | None = 
         if metrics is None:
             from aiwatch import metrics as known
 
-            if known._default is None and known._file_backed() and _disk_full(exc):
+            if known._default is None and known._file_backed() and disk_full(exc):
                 # Making the process's metrics now writes new sample files through prometheus_client's mmap, which
                 # on a full disk is a SIGBUS: it killed gunicorn's master (no --preload: no metrics yet) at the first
                 # fold that found the disk full. Logged only.

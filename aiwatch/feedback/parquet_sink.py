@@ -56,7 +56,7 @@ from aiwatch._optional import require
 from aiwatch.amounts import period
 from aiwatch.feedback import journal as journals
 from aiwatch.feedback.journal import JOURNAL_SUFFIX, NEW_SUFFIX, Journal, OpenFileLock
-from aiwatch.feedback.sink import RowsLost
+from aiwatch.feedback.sink import RowsLost, failure_text
 from aiwatch.forksafe import renew_at_fork
 from aiwatch.metrics import RECOVERY_RESULTS
 from aiwatch.safety import warn_rate_limited
@@ -137,6 +137,17 @@ class _Tally:
     lost: int = 0
     recoverable: int = 0
     error: Exception | None = None
+    #: what failed, when the failure told is a journal's (whose file's rows may all be stored)
+    what: str = ""
+
+    def failed(self, exc: Exception) -> None:
+        """Tell ``exc``: the first failure of rows, before a journal's (which, the disk full, came first)."""
+        if self.error is None or self.what:
+            self.error, self.what = exc, ""
+
+    def journal_failed(self, exc: Exception, what: str) -> None:
+        if self.error is None:
+            self.error, self.what = exc, what
 
     def file_failed(self, f: _OpenFile, exc: Exception, kept: int) -> None:
         """Count the rows of ``f``, which failed: its first ``kept`` rows are in its journal, left for recovery."""
@@ -144,11 +155,14 @@ class _Tally:
         self.stored -= this_call - max(0, kept - f.earlier)
         self.lost += f.earlier - min(kept, f.earlier)
         self.recoverable += kept
-        self.error = self.error or exc
+        self.failed(exc)
 
-    def raise_if_failed(self, failed: int) -> None:
+    def raise_if_failed(self, failed: int, batch: bool = False) -> None:
+        """Raise what this call lost, if anything failed; ``batch``: it wrote a batch (``stored`` counts it)."""
         if self.error is not None:
-            raise RowsLost(failed, self.lost, self.error, recoverable=self.recoverable) from self.error
+            why = failure_text(self.error, self.what) if self.what else self.error
+            raise RowsLost(failed, self.lost, why, recoverable=self.recoverable,
+                           stored=self.stored if batch else None) from self.error
 
 
 def microseconds(timestamp: float) -> int:
@@ -341,17 +355,17 @@ class ParquetSink:
             try:
                 key = (str(row["model"]), hour_key(float(row["timestamp"])))
             except Exception as exc:  # no partition for this row: it fails alone (counted: not stored)
-                tally.error = tally.error or exc
+                tally.failed(exc)
                 continue
             groups.setdefault(key, []).append(row)
         for key, group in groups.items():
             try:
                 self._write_group(key, group, tally)
             except Exception as exc:  # the other partitions' files may still work (EIO on one file)
-                tally.error = tally.error or exc
+                tally.failed(exc)
         for f in self._open.values():
             f.earlier = f.rows
-        tally.raise_if_failed(len(rows) - tally.stored)
+        tally.raise_if_failed(len(rows) - tally.stored, batch=True)
 
     def flush(self) -> None:
         """Rotate the files that are ``max_file_seconds`` old or whose hour is over; try again the journals kept
@@ -435,7 +449,7 @@ class ParquetSink:
         try:
             f.journal.append(table)
         except Exception as exc:
-            tally.error = tally.error or exc
+            tally.journal_failed(exc, f"the journal {f.journal.path} could not be appended to")
             return False
         f.journaled += table.num_rows
         return True
@@ -475,7 +489,7 @@ class ParquetSink:
                 self._table(part, known, columns)
             except Exception as exc:
                 if len(part) == 1:
-                    tally.error = tally.error or exc
+                    tally.failed(exc)
                 else:
                     self._keep_fitting(part, known, tally, fitting, columns)
             else:
@@ -634,10 +648,11 @@ class ParquetSink:
         become durable when it rotates, as without a journal)."""
         if not self.journal:
             return None
+        path = journal_path(final)
         try:
-            return Journal(journal_path(final), schema, fsync=self.journal_fsync, mode=self.file_mode)
+            return Journal(path, schema, fsync=self.journal_fsync, mode=self.file_mode)
         except Exception as exc:
-            tally.error = tally.error or exc
+            tally.journal_failed(exc, f"the journal {path} could not be made")
             return None
 
     def _rotate_all(self, keys: list[tuple[str, str]]) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
+from aiwatch.safety import disk_full
+
 
 @runtime_checkable
 class PredictionSink(Protocol):
@@ -37,10 +39,38 @@ class RowsLost(Exception):
     where a later start of the sink recovers them (a ParquetSink's journal). The log counts them as
     ``result="failed"``, ``result="lost"`` and ``result="recoverable"``; ``why`` (the cause) ends the message. Counts
     that are no whole numbers from 0 up (or ``failed`` past the batch's rows) are not trusted: the whole batch is
-    counted failed, and a ``lost`` or ``recoverable`` that is no count counts nothing."""
+    counted failed, and a ``lost`` or ``recoverable`` that is no count counts nothing. ``stored``, when given, is
+    how many rows of the batch were stored, for the message."""
 
-    def __init__(self, failed: int, lost: int, why: object = None, *, recoverable: int = 0) -> None:
-        because = "" if why is None else f": {why}"
-        kept = f", {recoverable} rows kept for recovery" if recoverable else ""
-        super().__init__(f"{failed} rows of this batch not stored, {lost} rows written before lost{kept}{because}")
+    def __init__(self, failed: int, lost: int, why: object = None, *, recoverable: int = 0,
+                 stored: int | None = None) -> None:
+        # what was kept and what was not, and why: "0 rows of this batch not stored, 0 rows written before lost:
+        # [Errno 28] ..." was logged for a journal that the full disk refused, every row stored
+        counts = []
+        if _none(failed) and _none(lost):
+            counts.append("no rows lost")
+        if isinstance(stored, int) and isinstance(failed, int):
+            counts.append(f"{failed} of {stored + failed} rows of this batch not stored" if failed
+                          else f"all {stored} rows of this batch stored")
+        elif not _none(failed):
+            counts.append(f"{failed} rows of this batch not stored")
+        if not _none(lost):
+            counts.append(f"{lost} rows written before lost")
+        if not _none(recoverable):
+            counts.append(f"{recoverable} rows kept for recovery")
+        because = "" if why is None else f": {failure_text(why) if isinstance(why, BaseException) else why}"
+        super().__init__(", ".join(counts) + because)
         self.failed, self.lost, self.recoverable = failed, lost, recoverable
+
+
+def _none(count: object) -> bool:
+    return isinstance(count, int) and count == 0
+
+
+def failure_text(exc: BaseException, what: str = "") -> str:
+    """``exc`` as the end of a message, after ``what`` failed (``the journal ... could not be appended to``), led by
+    ``the disk is full`` when it is (ENOSPC or EDQUOT, :func:`aiwatch.safety.disk_full`)."""
+    text = str(exc) or repr(exc)
+    if what:
+        text = f"{what} ({text})"
+    return f"the disk is full: {text}" if disk_full(exc) else text

@@ -468,7 +468,9 @@ def fill(directory: Path) -> Path:
     return ballast
 
 
-def test_a_real_disk_that_fills_and_frees(small_disk: Path, tmp_path: Path, registry: CollectorRegistry) -> None:
+def test_a_real_disk_that_fills_and_frees(small_disk: Path, tmp_path: Path, registry: CollectorRegistry,
+                                         caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="aiwatch")
     data = small_disk / "log"
     sink = ParquetSink(data, max_rows=5)
     log = PredictionLog(sink, registry=registry, flush_seconds=3600)
@@ -488,6 +490,10 @@ def test_a_real_disk_that_fills_and_frees(small_disk: Path, tmp_path: Path, regi
     finally:
         log.close()
     assert [records(registry, result) for result in ("written", "failed", "lost", "recoverable")] == [11, 4, 0, 3]
+    # the log line says so (before: "4 rows of this batch not stored, 0 rows written before lost, 3 rows kept for
+    # recovery: [Errno 28] ...")
+    [line] = [r.getMessage() for r in caplog.records if "failed and was skipped" in r.getMessage()]
+    assert "RowsLost('4 of 4 rows of this batch not stored, 3 rows kept for recovery: the disk is full: " in line, line
     # the journal's 3 rows made into a file by the log's close, the disk freed
     assert registry.get_sample_value("aiwatch_prediction_log_recovered_records_total", {"log": "predictions"}) == 3
     assert values(data) == [float(i) for i in range(8)] + [12.0, 13.0, 14.0]

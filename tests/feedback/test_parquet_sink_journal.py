@@ -223,6 +223,38 @@ def test_the_log_counts_a_failing_journal_as_an_error_and_its_rows_as_written(
     assert [p for p in tmp_path.rglob(".*") if p.is_file()] == []  # no journal, nor the name it was made under
 
 
+def test_a_journal_the_full_disk_refuses_is_logged_as_what_it_is_with_no_rows_lost(
+        tmp_path: Path, failing_journal: Disk, registry: CollectorRegistry, caplog: pytest.LogCaptureFixture) -> None:
+    # before: "aiwatch: prediction_log failed and was skipped: RowsLost('0 rows of this batch not stored, 0 rows
+    # written before lost: [Errno 28] No space left on device')", which reads as a loss; every row was stored
+    caplog.set_level(logging.WARNING, logger="aiwatch")
+    with PredictionLog(ParquetSink(tmp_path), registry=registry, batch_size=2) as log:
+        log.log("ranker", {"basket_value": 0})
+        assert log.flush(30)
+        failing_journal.full = True
+        log.log("ranker", {"basket_value": 1})
+        log.log("ranker", {"basket_value": 2})
+        assert log.flush(30)
+    [line] = [r.getMessage() for r in caplog.records if "failed and was skipped" in r.getMessage()]
+    assert line.startswith(f"aiwatch: prediction_log 'predictions' (into {tmp_path}) failed and was skipped: RowsLost("
+                           "'no rows lost, all 2 rows of this batch stored: the disk is full: the journal "), line
+    assert line.endswith(".parquet.journal could not be appended to ([Errno 28] No space left on device)')"), line
+    assert len(dataset_rows(tmp_path)) == 3
+
+
+def test_rows_lost_says_what_was_stored_and_what_not() -> None:
+    full = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    assert str(RowsLost(2, 7)) == "2 rows of this batch not stored, 7 rows written before lost"
+    assert str(RowsLost(0, 3)) == "3 rows written before lost"
+    assert str(RowsLost(0, 0, full, recoverable=4)) == ("no rows lost, 4 rows kept for recovery: the disk is full: "
+                                                         "[Errno 28] No space left on device")
+    assert str(RowsLost(5, 0, full, stored=45)) == ("5 of 50 rows of this batch not stored: the disk is full: "
+                                                    "[Errno 28] No space left on device")
+    assert str(RowsLost(0, 0, "a reason", stored=3)) == "no rows lost, all 3 rows of this batch stored: a reason"
+    assert str(RowsLost(-1, -2, recoverable=-3)) == "-1 rows of this batch not stored, -2 rows written before lost, " \
+                                                    "-3 rows kept for recovery"  # a sink's miscount, shown as it is
+
+
 @pytest.mark.parametrize("fault", ["fsync", "partial write"])
 def test_a_failed_journal_append_leaves_only_the_rows_counted_for_recovery(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fault: str) -> None:
