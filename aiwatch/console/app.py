@@ -845,8 +845,9 @@ def drift_view(src: DataSource, window: float) -> None:
           "`aiwatch.PredictionLog` (docs/prediction-log.md): drift checks on what was served and delayed labels "
           "(`aiwatch quality`) read that log, and this panel shows whether its records reach storage.", windowed=True)
     panel("Prediction log: journals recovered (files, since each process started)", src.prediction_log_recovery,
-          _draw_recovery, "No journal recovery counts: no aiwatch_prediction_log_recovery_files_total series (only a "
-          "prediction log with a ParquetSink keeps journals, docs/prediction-log.md).")
+          lambda rows: _draw_recovery(rows, src.now()),
+          "No journal recovery counts: no aiwatch_prediction_log_recovery_files_total series (only a prediction log "
+          "with a ParquetSink keeps journals, docs/prediction-log.md).")
     features = sorted({(r.model, r.feature) for r in rows or []})
     if not features:
         return
@@ -913,10 +914,12 @@ def _ago(seconds: float) -> str:
     return f"{seconds // 86400:.0f} days ago"
 
 
-def _draw_recovery(rows: list[Any]) -> None:
+def _draw_recovery(rows: list[Any], now: float) -> None:
+    """The recovery banners and table; ``now`` on the source's clock (Prometheus', for a Prometheus source): this
+    machine's clock put a recovery counted minutes ago past the alert's hour on a console machine running ahead
+    (and one counted hours ago within it on one behind)."""
     from aiwatch.console.source import RECOVERY_RECENT_SECONDS, RECOVERY_RESULTS
 
-    now = time.time()
     recent: list[str] = []
     old: list[str] = []
     for r in rows:

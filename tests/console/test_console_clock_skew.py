@@ -4,13 +4,16 @@ source reads it (``aiwatch.promapi._wall``); Prometheus and the service are real
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
 
 from aiwatch import promapi
 from aiwatch.console import PrometheusSource
-from tests.console.conftest import WINDOW, Stack, run_view
+from tests.console.conftest import WINDOW, Stack, run_view, texts
+from tests.console.test_console_prediction_log import RECOVERY_BANNER
+from tests.servers import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("console_env")]
 
@@ -37,3 +40,25 @@ def test_a_clock_ahead_of_prometheus_still_shows_the_traffic_of_now(stack: Stack
     ahead = latency_tiles(src)
     assert [label for label, _ in ahead] == [label for label, _ in level]
     assert all(value != "—" for _, value in ahead), ahead
+
+
+def test_a_recovery_minutes_old_stays_red_on_a_console_whose_clock_runs_hours_ahead(
+        stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The journals the workload's sink tore or set aside at its start, counted minutes ago: the banner compared their
+    time with this machine's clock, two hours ahead, and showed them as counted over an hour ago (the yellow
+    warning), while AiwatchPredictionLogRecoveryIncomplete fired. It reads Prometheus' now."""
+    real = time.time
+
+    def ahead() -> float:
+        return real() + 2 * 3600.0
+
+    monkeypatch.setattr(time, "time", ahead)  # this machine's clock, wherever it is read
+    monkeypatch.setattr(promapi, "_wall", ahead)
+    src = PrometheusSource(stack.prom.url, span=60, points=30)
+    wait_until(lambda: any(r.last for r in src.prediction_log_recovery()), 20, what="journal recovery times")
+    at = run_view(src, "Drift")
+    red = [t for t in texts(at.error) if t.startswith(RECOVERY_BANNER)]
+    assert len(red) == 1, (texts(at.error), texts(at.warning))
+    banner = red[0]
+    assert re.search(r"1 torn \(last (under a minute|\d+ min) ago\)", banner), banner
+    assert not [t for t in texts(at.warning) if t.startswith("Prediction log journals not recovered, last counted")]
