@@ -9,6 +9,7 @@ from concurrent.futures import Future
 
 from aiwatch.console.pool import Prefetch
 from aiwatch.console.scrape import ScrapeSource
+from tests.servers import wait_until
 
 #: seconds a test waits for what must happen (a guard against a hang, not a bound on speed)
 GUARD = 60
@@ -43,6 +44,10 @@ def test_leaving_a_prefetch_with_a_question_still_queued_returns_once_the_runnin
 
     thread = threading.Thread(target=view, daemon=True)
     thread.start()
+    # the block is left with the 9th still queued: it is cancelled there (released before, a worker freed by the
+    # release could take it first, as on a loaded machine where the view had not reached the block's end in 0.2 s)
+    wait_until(lambda: len(answers) == 9 and answers[8].cancelled(), timeout=GUARD,
+               what="the queued question cancelled")
     assert not left.wait(0.2)  # the 8 running questions are waited for
     release.set()
     assert left.wait(GUARD), "the with-block never returned: a cancelled, queued question was waited for"
