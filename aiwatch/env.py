@@ -12,6 +12,8 @@ variable. docs/configuration.md is generated from :data:`VARIABLES` (``aiwatch e
 
 from __future__ import annotations
 
+import difflib
+import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -30,11 +32,19 @@ class EnvVar:
     secret: bool = False
 
     def raw(self, env: Mapping[str, str] | None = None) -> str:
-        """The value as set in ``env`` (default ``os.environ``); ``""`` when unset."""
-        return (os.environ if env is None else env).get(self.name, "")
+        """The value as set in ``env`` (default ``os.environ``); ``""`` when unset. The first read of the process's
+        environment warns of the variables that look like a misspelling of one of aiwatch's
+        (:func:`warn_misspelled_variables`)."""
+        if env is None:
+            if not _misspellings_checked:
+                warn_misspelled_variables()
+            return os.environ.get(self.name, "")
+        return env.get(self.name, "")
 
     def is_set(self, env: Mapping[str, str] | None = None) -> bool:
         """Whether the variable is set, even empty."""
+        if env is None and not _misspellings_checked:
+            warn_misspelled_variables()
         return self.name in (os.environ if env is None else env)
 
     def text(self, env: Mapping[str, str] | None = None) -> str:
@@ -70,8 +80,8 @@ class EnvVar:
 SERVICE = EnvVar("AIWATCH_SERVICE", "app",
                  "The `service` label of every integration not given `service=` (a client's call made inside an "
                  "aiwatch server request takes that request's service). When unset (or empty), "
-                 "`OTEL_SERVICE_NAME` is used if set, else `app`; blanks alone are an error when an integration is "
-                 "set up.")
+                 "`OTEL_SERVICE_NAME` is used if set, else `app`; blanks around the name are dropped, blanks alone are "
+                 "an error when an integration is set up.")
 OTEL_SERVICE_NAME = EnvVar("OTEL_SERVICE_NAME", "",
                            "OpenTelemetry's service name: aiwatch's `service` label when `AIWATCH_SERVICE` is unset.",
                            owner="OpenTelemetry")
@@ -302,9 +312,66 @@ VARIABLES: tuple[EnvVar, ...] = (
 )
 
 
+PREFIX = "AIWATCH_"
+#: How alike (difflib's ratio of the names after ``AIWATCH_``) an unknown name must be to a known one to be taken
+#: for its misspelling: ``SLOW_THRESOLD`` / ``SLOW_THRESHOLD_SECONDS`` 0.74, ``CONSOLE_PROMETHEUS_URL`` /
+#: ``CONSOLE_PROMETHEUS`` 0.90; an app's own ``AIWATCH_GPU_PORT`` or ``AIWATCH_REDIS_URL`` stays under (0.56, 0.55).
+SIMILAR = 0.7
+_misspellings_checked = False
+
+
+def closest_variable(name: str) -> str | None:
+    """The name of aiwatch's variable that ``name`` (one aiwatch does not read) most likely misspells, or ``None``.
+
+        >>> closest_variable("AIWATCH_SLOW_THRESOLD"), closest_variable("aiwatch_service")
+        ('AIWATCH_SLOW_THRESHOLD_SECONDS', 'AIWATCH_SERVICE')
+        >>> closest_variable("AIWATCH_REDIS_URL") is None
+        True
+    """
+    known = {var.name[len(PREFIX):]: var.name for var in VARIABLES if var.name.startswith(PREFIX)}
+    upper = name.upper()
+    if not upper.startswith(PREFIX):
+        return None
+    suffix = upper[len(PREFIX):]
+    if suffix in known:  # the right name in the wrong case: the environment's names are case-sensitive
+        return known[suffix]
+    close = difflib.get_close_matches(suffix, known, n=1, cutoff=SIMILAR)
+    return known[close[0]] if close else None
+
+
+def unknown_variables(env: Mapping[str, str] | None = None) -> list[tuple[str, str | None]]:
+    """The variables set in ``env`` (default ``os.environ``) named ``AIWATCH_...`` (any case) that aiwatch does not
+    read, sorted, each with :func:`closest_variable`: a misspelled one is ignored, and its setting with it."""
+    known = {var.name for var in VARIABLES}
+    names = (os.environ if env is None else env).keys()
+    return [(name, closest_variable(name)) for name in sorted(names)
+            if name.upper().startswith(PREFIX) and name not in known]
+
+
+def misspelled_variables(env: Mapping[str, str] | None = None) -> list[tuple[str, str]]:
+    """:func:`unknown_variables` that are close to one of aiwatch's names; an app's own ``AIWATCH_...`` variables
+    (``AIWATCH_REDIS_URL``) are not."""
+    return [(name, like) for name, like in unknown_variables(env) if like is not None]
+
+
+def warn_misspelled_variables() -> None:
+    """Log once per process a warning naming each variable of :func:`misspelled_variables` and the one it is
+    probably meant to be: a typo'd ``AIWATCH_SLOW_THRESOLD=1`` left the slow threshold at its default, silently."""
+    global _misspellings_checked
+    _misspellings_checked = True
+    try:
+        found = misspelled_variables()
+    except Exception:  # never fail a read of a variable over a warning
+        return
+    if found:
+        logging.getLogger("aiwatch").warning(
+            "aiwatch ignores %s: no variable it reads (`aiwatch env` lists them)",
+            ", ".join(f"{name} (did you mean {like}?)" for name, like in found))
+
+
 def service_name(env: Mapping[str, str] | None = None) -> str:
     """The default ``service`` label: ``$AIWATCH_SERVICE``, else ``$OTEL_SERVICE_NAME``, else ``app`` (an empty
-    variable counts as unset); a variable of blanks alone is a ValueError naming it.
+    variable counts as unset), without blanks around it; a variable of blanks alone is a ValueError naming it.
 
         >>> service_name({"AIWATCH_SERVICE": "  "})
         Traceback (most recent call last):
@@ -317,7 +384,8 @@ def service_name(env: Mapping[str, str] | None = None) -> str:
             # a label of blanks matches no service="..." of a rule or a dashboard
             raise ValueError(f"{variable.name} must name the service, got {value!r} (unset it for the default)")
         if value:
-            return value
+            # "ranker " (a quoted YAML value, a .env line) labelled service="ranker ", which no rule matches
+            return value.strip()
     return SERVICE.default
 
 

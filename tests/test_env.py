@@ -504,3 +504,65 @@ def test_a_service_variable_of_blanks_is_an_error_at_set_up(name: str, value: st
         _recorder_service()
     monkeypatch.setenv(name, "")  # empty is unset, as for every variable
     assert _recorder_service() == "app"
+
+
+@pytest.mark.parametrize(("name", "meant"), [
+    ("AIWATCH_SLOW_THRESOLD", "AIWATCH_SLOW_THRESHOLD_SECONDS"),
+    ("AIWATCH_SLOW_THRESHOLD", "AIWATCH_SLOW_THRESHOLD_SECONDS"),
+    ("AIWATCH_CONSOLE_SPANN", "AIWATCH_CONSOLE_SPAN"),
+    ("AIWATCH_CONSOLE_PROMETHEUS_URL", "AIWATCH_CONSOLE_PROMETHEUS"),
+    ("AIWATCH_MAX_LABEL_VALUE", "AIWATCH_MAX_LABEL_VALUES"),
+    ("AIWATCH_SERVICE_NAME", "AIWATCH_SERVICE"),
+    ("aiwatch_tracing", "AIWATCH_TRACING"),
+])
+def test_a_misspelled_variable_is_named_with_the_one_meant(name: str, meant: str) -> None:
+    assert env.misspelled_variables({name: "1", "AIWATCH_SERVICE": "ranker"}) == [(name, meant)]
+
+
+@pytest.mark.parametrize("name", ["AIWATCH_REDIS_URL", "AIWATCH_GPU_PORT", "AIWATCH_GPU_ADDR", "AIWATCH_LOG_KEY",
+                                  "AIWATCH_VENV", "AIWATCH_TEST_LOG_DIR", "AIWATCH_SECRET", "NOT_AIWATCH_SERVICE"])
+def test_an_apps_own_aiwatch_variable_is_no_misspelling(name: str) -> None:
+    # the examples' AIWATCH_GPU_PORT and AIWATCH_REDIS_URL, the docs' AIWATCH_LOG_KEY: an app's own, not aiwatch's
+    assert env.misspelled_variables({name: "x"}) == []
+
+
+def test_a_misspelled_variable_is_warned_once_when_aiwatch_reads_the_environment() -> None:
+    """AIWATCH_SLOW_THRESOLD=1 left the slow threshold at 0.3 s, and said nothing: the slow-request counters and
+    diagnose counted another tail than the operator set."""
+    code = ("from prometheus_client import CollectorRegistry\n"
+            "from aiwatch.recording import make_recorder\n"
+            "for _ in range(3):\n"
+            "    print(make_recorder(registry=CollectorRegistry()).slow_threshold)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO,
+                          env=python_env(AIWATCH_SLOW_THRESOLD="1", AIWATCH_REDIS_URL="redis://cache:6379"))
+    assert done.stdout.split() == ["0.3"] * 3
+    warnings = [line for line in done.stderr.splitlines() if "AIWATCH_SLOW_THRESOLD " in line]
+    assert warnings == ["aiwatch ignores AIWATCH_SLOW_THRESOLD (did you mean AIWATCH_SLOW_THRESHOLD_SECONDS?): no "
+                        "variable it reads (`aiwatch env` lists them)"]
+    assert "AIWATCH_REDIS_URL" not in done.stderr
+
+
+def test_cli_lists_the_aiwatch_variables_it_does_not_read_without_their_values() -> None:
+    out = subprocess.run([sys.executable, "-m", "aiwatch", "env"], capture_output=True, text=True, check=True,
+                         env=python_env(AIWATCH_CONSOLE_SPANN="3600", AIWATCH_LOG_KEY="s3cret"), cwd=REPO).stdout
+    assert re.search(r"^AIWATCH_CONSOLE_SPAN +\(unset: '900'\)$", out, re.M)
+    assert re.search(r"^AIWATCH_CONSOLE_SPANN +did you mean AIWATCH_CONSOLE_SPAN\?$", out, re.M)
+    assert re.search(r"^AIWATCH_LOG_KEY +\(not aiwatch's\)$", out, re.M)
+    assert "s3cret" not in out and "3600" not in out
+
+
+def test_cli_shows_the_service_label_otel_service_name_gives() -> None:
+    # it said AIWATCH_SERVICE (unset: 'app'), and every series was labelled service="ranker"
+    out = subprocess.run([sys.executable, "-m", "aiwatch", "env"], capture_output=True, text=True, check=True,
+                         env=python_env(AIWATCH_SERVICE="", OTEL_SERVICE_NAME="ranker"), cwd=REPO).stdout
+    assert re.search(r"^AIWATCH_SERVICE +\(unset: 'ranker', from OTEL_SERVICE_NAME\)$", out, re.M)
+
+
+@pytest.mark.parametrize("name", ["AIWATCH_SERVICE", "OTEL_SERVICE_NAME"])
+@pytest.mark.parametrize("value", ["ranker ", " ranker", "\tranker\n"])
+def test_blanks_around_the_service_name_are_dropped(name: str, value: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # AIWATCH_SERVICE="ranker " was the label service="ranker ", which no rule's service="ranker" matches
+    for var in (env.SERVICE, env.OTEL_SERVICE_NAME):
+        monkeypatch.delenv(var.name, raising=False)
+    monkeypatch.setenv(name, value)
+    assert _recorder_service() == "ranker"

@@ -103,7 +103,15 @@ def _header_names(value: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from aiwatch.env import LEGACY_MULTIPROC_DIR, MULTIPROC_DIR, PROMETHEUS_HEADERS, VARIABLES
+    from aiwatch.env import (
+        LEGACY_MULTIPROC_DIR,
+        MULTIPROC_DIR,
+        OTEL_SERVICE_NAME,
+        PROMETHEUS_HEADERS,
+        SERVICE,
+        VARIABLES,
+        unknown_variables,
+    )
     from aiwatch.semconv import redact_text
 
     if args.markdown:
@@ -119,8 +127,17 @@ def run(args: argparse.Namespace) -> int:
         elif not value and var in (MULTIPROC_DIR, LEGACY_MULTIPROC_DIR) and var.is_set():
             # not its default: set, even empty, it puts prometheus_client in multiprocess mode
             shown = "'' (set but empty: prometheus_client is in multiprocess mode with no directory to merge)"
+        elif not value and var is SERVICE and OTEL_SERVICE_NAME.raw():
+            # its default is not 'app' then: the service label is OTEL_SERVICE_NAME's
+            shown = f"(unset: {redact_text(OTEL_SERVICE_NAME.raw())!r}, from {OTEL_SERVICE_NAME.name})"
         else:
             # a URL's user:password@ (refused where it is used, but set it may be) is not printed either
             shown = repr(redact_text(value)) if value else f"(unset: {var.default!r})" if var.default else "(unset)"
         print(f"{var.name:<{width}}  {shown}")
+    unknown = unknown_variables()
+    if unknown:
+        # their values are not shown: an app's own AIWATCH_... variable may hold a key
+        print("\nset, but not read by aiwatch (ignored):")
+        for name, like in unknown:
+            print(f"{name:<{width}}  " + (f"did you mean {like}?" if like else "(not aiwatch's)"))
     return 0
