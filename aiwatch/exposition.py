@@ -24,6 +24,7 @@ from wsgiref.simple_server import WSGIRequestHandler, make_server
 import prometheus_client
 from prometheus_client import CollectorRegistry
 from prometheus_client import multiprocess as _multiprocess
+from prometheus_client import values as _values
 from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.metrics_core import Metric
 from prometheus_client.mmap_dict import MmapedDict
@@ -64,6 +65,22 @@ def multiprocess_misconfiguration() -> str | None:
         return (f"{name} is set but empty: prometheus_client writes each process's sample files into its working "
                 "directory, and /metrics shows only the worker that answers each scrape. Set it to a directory "
                 "(the same for every worker), or unset it")
+    return None
+
+
+def multiprocess_unservable() -> str | None:
+    """What makes the merged ``/metrics`` of multiprocess mode serve nothing, or ``None``: the directory is set, but
+    prometheus_client was imported before it was and keeps every value in memory (it picks its mode once, at its
+    import), so no process writes a sample file there."""
+    directory = multiprocess_dir()
+    if not directory:
+        return None
+    name = (MULTIPROC_DIR if MULTIPROC_DIR.is_set() else LEGACY_MULTIPROC_DIR).name
+    if not getattr(_values.ValueClass, "_multiprocess", False):
+        return (f"{name} is set ({directory!r}), but only after prometheus_client was imported: it keeps every "
+                "process's metrics in memory, and /metrics, the merge of that directory's files, would serve none "
+                "of them. Set it in the environment the server starts with: not with gunicorn's -e or raw_env "
+                "(applied after the config file imported aiwatch.gunicorn), nor in code after importing aiwatch")
     return None
 
 
@@ -589,9 +606,13 @@ def drop_dead_enabled() -> bool:
 def check_serving_settings() -> None:
     """Raise the ValueError a bad ``AIWATCH_MULTIPROCESS_DROP_DEAD`` gives in multiprocess mode, for
     :func:`aiwatch.instrument` and the WSGI middleware to call when the app is instrumented: a middleware makes its
-    ``/metrics`` app at the first scrape, which would then fail at every one."""
+    ``/metrics`` app at the first scrape, which would then fail at every one; and a ValueError when that app would
+    serve nothing (:func:`multiprocess_unservable`)."""
     if multiprocess_enabled():
         drop_dead_enabled()
+        problem = multiprocess_unservable()
+        if problem is not None:
+            raise ValueError(problem)
 
 
 class _MergedCollector(_multiprocess.MultiProcessCollector):

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.servers import python_env
+from tests.servers import python_env, wait_until
 
 
 def _run(code: str, directory: Path) -> list[str]:
@@ -521,3 +521,76 @@ out(sorted(name for name in os.listdir(os.environ["PROMETHEUS_MULTIPROC_DIR"]) i
 print(os.getpid())
 """, multiproc)
     assert out[0] == "7" and json.loads(out[1]) == [f"counter_archive-{out[2]}.db"]
+
+
+# PROMETHEUS_MULTIPROC_DIR set after prometheus_client was imported: prometheus_client picks its mode at its import,
+# and keeps every value in memory; aiwatch's /metrics, reading the variable, served the merge of a directory no
+# process writes: 200, empty.
+_SET_AFTER_IMPORT = """
+import os, sys
+import aiwatch
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = sys.argv[1]
+try:
+    aiwatch.instrument(lambda environ, start_response: [b"ok"], service="svc")
+except ValueError as exc:
+    print(exc)
+"""
+
+
+def test_a_multiprocess_directory_set_after_prometheus_client_was_imported_is_refused_when_instrumenting(
+        tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-c", _SET_AFTER_IMPORT, str(tmp_path)], capture_output=True, text=True,
+                          timeout=120, env=python_env(), check=True)
+    assert done.stdout.startswith(f"PROMETHEUS_MULTIPROC_DIR is set ({str(tmp_path)!r}), but only after "
+                                  "prometheus_client was imported: it keeps every process's metrics in memory, and "
+                                  "/metrics, the merge of that directory's files, would serve none of them."), \
+        done.stdout
+
+
+_GUNICORN_APP = """
+import aiwatch
+
+def inner(environ, start_response):
+    start_response("200 OK", [])
+    return [b"ok"]
+
+app = aiwatch.instrument(inner, service="svc")
+"""
+
+
+def test_gunicorn_given_the_multiprocess_directory_with_e_says_why_and_does_not_serve_empty_metrics(
+        tmp_path: Path) -> None:
+    """``gunicorn -c python:aiwatch.gunicorn -e PROMETHEUS_MULTIPROC_DIR=...``: gunicorn sets its -e variables after
+    the config module (aiwatch.gunicorn, which imports prometheus_client) was imported, and forks the workers from
+    that master. Every worker counted in memory and /metrics answered 200 with an empty body, nothing logged."""
+    import requests
+
+    from tests.servers import free_port
+
+    (tmp_path / "gapp.py").write_text(_GUNICORN_APP)
+    directory, port = tmp_path / "multiproc", free_port()
+    log = tmp_path / "gunicorn.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "--chdir", str(tmp_path), "-w", "2", "-b",
+                                 f"127.0.0.1:{port}", "-c", "python:aiwatch.gunicorn", "-e",
+                                 f"PROMETHEUS_MULTIPROC_DIR={directory}", "gapp:app"],
+                                stdout=out, stderr=subprocess.STDOUT, env=python_env())
+    served: list[str] = []
+    try:
+        def exited_or_served() -> bool:
+            if proc.poll() is not None:
+                return True
+            requests.get(f"http://127.0.0.1:{port}/x", timeout=5)
+            served.append(requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text)
+            return True
+
+        wait_until(exited_or_served, 60, what="gunicorn to exit or serve /metrics")
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+        proc.wait(30)
+    assert not served, f"gunicorn served /metrics: {served[0][:200]!r}"
+    text = log.read_text()
+    assert "ValueError: PROMETHEUS_MULTIPROC_DIR is set" in text  # each worker's aiwatch.instrument()
+    assert "not with gunicorn's -e or raw_env" in text
+    assert proc.returncode != 0
