@@ -206,8 +206,9 @@ MULTIPROC_DIR = EnvVar("PROMETHEUS_MULTIPROC_DIR", "",
                        "does not grow with every worker `max_requests` recycles. The old "
                        "lowercase `prometheus_multiproc_dir` is read when this is unset, as prometheus_client does; "
                        "set but empty, or unset while gunicorn runs several workers, is an error `on_starting` logs. "
-                       "Set only after prometheus_client was imported (in code, or with gunicorn's `-e` / `raw_env`, which "
-                       "gunicorn applies after its config file imported `aiwatch.gunicorn`), every process keeps its "
+                       "Set only after prometheus_client was imported (in code, or with gunicorn's `-e` / "
+                       "`raw_env`, which gunicorn applies after its config file imported `aiwatch.gunicorn`), every "
+                       "process keeps its "
                        "metrics in memory and the merged `/metrics` would be empty: `aiwatch.instrument()` and the "
                        "WSGI middleware refuse it (`ValueError`).",
                        owner="prometheus_client")
