@@ -238,7 +238,9 @@ EVENT_LOOP_INTERVAL = EnvVar("AIWATCH_EVENT_LOOP_INTERVAL", "0.1",
                              "from 0.001 to 1e9 is an error when the integration is set up. Read by each integration "
                              "when it is made; a loop has one sampler, at the interval of the first integration to "
                              "serve on it: a later one asking for another gets that one, and a warning naming both is "
-                             "logged, once per loop.")
+                             "logged, once per loop. Over 60 s (half the rules' default `latency.loop_stuck_window`, "
+                             "which must be at least 2 scrape intervals plus it) a warning is logged: healthy loops "
+                             "would read as stuck.")
 # --- console (``aiwatch console`` passes its options to the Streamlit app through these) -----------------------
 CONSOLE_PROMETHEUS = EnvVar("AIWATCH_CONSOLE_PROMETHEUS", "",
                             "Prometheus URL the console queries; when set, `AIWATCH_CONSOLE_SCRAPE` is ignored.")

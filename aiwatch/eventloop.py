@@ -65,6 +65,12 @@ SHARE_BUCKETS = 10
 
 _log = logging.getLogger("aiwatch")
 
+#: The rules config's default ``latency.loop_stuck_window`` (2m), in seconds: AiwatchEventLoopDelayHigh takes a
+#: replica whose sampler took no sample over it for a loop stuck. An interval as long leaves healthy loops without a
+#: sample over some of those windows.
+DEFAULT_STUCK_WINDOW = 120.0
+_long_intervals_warned: set[float] = set()
+
 
 def loop_interval(env: Mapping[str, str] | None = None) -> float | None:
     """Seconds between two samples of a loop's delay (``$AIWATCH_EVENT_LOOP_INTERVAL``), ``None`` for ``off``. A
@@ -84,6 +90,15 @@ def loop_interval(env: Mapping[str, str] | None = None) -> float | None:
         raise ValueError(f"{EVENT_LOOP_INTERVAL.name} must be a number of seconds from {MIN_INTERVAL} (a loop's "
                          f"timers have millisecond resolution) to 1e9, or {_OFF!r} to turn the event loop sampler "
                          f"off, got {EVENT_LOOP_INTERVAL.text(env)!r}")
+    if interval > DEFAULT_STUCK_WINDOW / 2 and interval not in _long_intervals_warned:
+        # "1000" meant as milliseconds: every healthy replica paged as a stuck loop, with nothing said
+        _long_intervals_warned.add(interval)
+        _log.warning("aiwatch: %s is %g seconds (seconds, not milliseconds): AiwatchEventLoopDelayHigh and the "
+                     "console's loop table take a loop that took no sample over the rules' latency.loop_stuck_window "
+                     "(2m by default) for stuck, so healthy loops will read as stuck (the alert fires once samples "
+                     "are more than its 10m 'for' apart). Lower it (the default is %s), or set loop_stuck_window to "
+                     "at least 2 scrape intervals plus it", EVENT_LOOP_INTERVAL.name, interval,
+                     EVENT_LOOP_INTERVAL.default)
     return interval
 
 

@@ -1074,3 +1074,21 @@ def test_a_recorder_hands_each_loop_to_the_sampler_once_and_later_requests_on_it
     second = requests_on_one_loop(recorder, 2)
     assert handed == [first, second]
     assert errors(metrics) == 0
+
+
+def test_an_interval_longer_than_half_the_stuck_window_is_warned_once(caplog: pytest.LogCaptureFixture,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """AIWATCH_EVENT_LOOP_INTERVAL=1000 (meant as milliseconds) sampled every 1000 s, and said nothing: the alert's
+    stuck branch and the console's loop table (no sample over 2m: stuck) took every healthy loop for a stuck one."""
+    from aiwatch.rules.config import Latency, duration_ns
+
+    monkeypatch.setattr(eventloop, "_long_intervals_warned", set(), raising=False)  # warned once per process
+    caplog.set_level(logging.WARNING, logger="aiwatch")
+    assert eventloop.loop_interval({"AIWATCH_EVENT_LOOP_INTERVAL": "60"}) == 60.0
+    assert not caplog.records
+    for _ in range(2):
+        assert eventloop.loop_interval({"AIWATCH_EVENT_LOOP_INTERVAL": "1000"}) == 1000.0
+    (record,) = caplog.records
+    assert record.getMessage().startswith("aiwatch: AIWATCH_EVENT_LOOP_INTERVAL is 1000 seconds (seconds, not "
+                                          "milliseconds): AiwatchEventLoopDelayHigh and the console's loop table")
+    assert duration_ns(Latency().loop_stuck_window) == eventloop.DEFAULT_STUCK_WINDOW * 1e9  # the rules' default
