@@ -70,8 +70,26 @@ class ExcludedUrls:
 def exclude_path_set(paths: Iterable[str]) -> frozenset[str]:
     """The middleware's ``exclude_paths``: exact request paths passed through untimed. A str (or bytes) is a
     ``TypeError``, not the set of its characters (which excluded every request to ``/`` and no health check), and so
-    is an item that is not a str (no request path equals it)."""
-    return _str_set(paths, "exclude_paths", "path")
+    is an item that is not a str (no request path equals it); a path without its leading ``/`` is a ValueError
+    (:func:`check_request_path`)."""
+    found = _str_set(paths, "exclude_paths", "path")
+    for path in found:
+        if path:  # "": a WSGI app's root, mounted under a SCRIPT_NAME
+            check_request_path(path, "exclude_paths")
+    return found
+
+
+def check_request_path(path: str, source: str) -> str:
+    """``path`` (the argument ``source``: ``metrics_path``, an item of ``exclude_paths``) as a request path is
+    written: a str starting with ``/``, else a ValueError. ``"health"`` matched no request (an ASGI ``path`` and a
+    WSGI ``PATH_INFO`` start with ``/``): the health checks were timed into the latency metrics, and ``/metrics``
+    served the app's 404, with nothing said."""
+    if not isinstance(path, str):
+        raise TypeError(f"{source} must be a str path, got {path!r}")
+    if not path.startswith("/"):
+        raise ValueError(f"{source}: {path!r} matches no request: a request path starts with '/' (write "
+                         f"{'/' + path.strip()!r})")
+    return path
 
 
 def _str_set(values: Iterable[str], source: str, noun: str) -> frozenset[str]:

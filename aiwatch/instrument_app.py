@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 from typing import Any, TypeVar, cast
 
-from aiwatch.exclusion import ExcludedUrls, exclude_path_set
+from aiwatch.exclusion import ExcludedUrls, check_request_path, exclude_path_set
 from aiwatch.headercapture import HeaderCapture
 from aiwatch.middleware._common import ROUTE_KEY, UNMATCHED_ROUTE, is_fastapi
 from aiwatch.recording import RECORDER_OPTIONS, resolve_recorder
@@ -69,6 +69,7 @@ def instrument(app: A, *, recorder: RequestRecorder | None = None, **options: An
     known_http_methods()  # a bad OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS is a ValueError here too
     HeaderCapture.server()  # and a bad OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_* regex
     if options.get("metrics_path", "/metrics") is not None:  # the /metrics app is made at the first scrape
+        check_request_path(options.get("metrics_path", "/metrics"), "metrics_path")
         from aiwatch.exposition import check_serving_settings
 
         check_serving_settings()

@@ -40,7 +40,7 @@ from opentelemetry.trace import SpanKind
 from prometheus_client import CollectorRegistry
 
 from aiwatch.contentlength import content_length
-from aiwatch.exclusion import ExcludedUrls, asgi_url, exclude_path_set
+from aiwatch.exclusion import ExcludedUrls, asgi_url, check_request_path, exclude_path_set
 from aiwatch.headercapture import HeaderCapture
 from aiwatch.metrics import Metrics
 from aiwatch.middleware._common import (
@@ -165,7 +165,7 @@ class AiwatchMiddleware:
             "traffic_classes": traffic_classes})
         self.metrics = self.recorder.metrics
         self.server_timing = server_timing
-        self.metrics_path = metrics_path
+        self.metrics_path = metrics_path if metrics_path is None else check_request_path(metrics_path, "metrics_path")
         self.exclude_paths = exclude_path_set(exclude_paths)
         self.excluded_urls = (excluded_urls if isinstance(excluded_urls, ExcludedUrls)
                               else ExcludedUrls.from_env("ASGI") if excluded_urls is None

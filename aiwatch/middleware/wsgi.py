@@ -44,7 +44,7 @@ from prometheus_client import CollectorRegistry
 
 from aiwatch.contentlength import content_length
 from aiwatch.deferred import PER_CALL, run_deferred
-from aiwatch.exclusion import ExcludedUrls, exclude_path_set, wsgi_url
+from aiwatch.exclusion import ExcludedUrls, check_request_path, exclude_path_set, wsgi_url
 from aiwatch.headercapture import HeaderCapture, environ_headers
 from aiwatch.metrics import Metrics
 from aiwatch.middleware._common import (
@@ -127,7 +127,7 @@ class AiwatchWSGIMiddleware:
             "traffic_classes": traffic_classes})
         self.metrics = self.recorder.metrics
         self.server_timing = server_timing
-        self.metrics_path = metrics_path
+        self.metrics_path = metrics_path if metrics_path is None else check_request_path(metrics_path, "metrics_path")
         self.exclude_paths = exclude_path_set(exclude_paths)
         self.excluded_urls = (excluded_urls if isinstance(excluded_urls, ExcludedUrls)
                               else ExcludedUrls.from_env("WSGI") if excluded_urls is None

@@ -243,6 +243,18 @@ def test_exclude_paths_that_are_no_collection_of_str_paths_are_refused(registry:
         AiwatchMiddleware(make_app(CollectorRegistry()), registry=registry, exclude_paths=paths)
 
 
+@pytest.mark.parametrize(("option", "given"), [("exclude_paths", ["/ready", "health"]),
+                                                ("metrics_path", "metrics")])
+def test_a_path_without_its_leading_slash_is_refused(registry: CollectorRegistry, option: str, given: Any) -> None:
+    """exclude_paths=["health"] matched no request (a request's path starts with "/"): every health check was timed
+    into the latency metrics; metrics_path="metrics" left /metrics to the app's 404. Both were taken silently."""
+    refused = rf"^{option}: '(health|metrics)' matches no request: a request path starts with '/' \(write '/\1'\)$"
+    with pytest.raises(ValueError, match=refused):
+        aiwatch.instrument(Starlette(), registry=registry, **{option: given})
+    with pytest.raises(ValueError, match=refused):
+        AiwatchMiddleware(Starlette(), registry=registry, **{option: given})
+
+
 async def test_bare_asgi_callable_is_wrapped_and_returned(registry: CollectorRegistry) -> None:
     async def raw(scope: Any, receive: Any, send: Any) -> None:
         await send({"type": "http.response.start", "status": 204, "headers": []})

@@ -345,3 +345,14 @@ def test_a_body_closed_before_its_end_is_499_unless_complete(registry: Collector
     assert registry.get_sample_value("aiwatch_request_duration_seconds_count", {
         "service": "svc", "route": "__unmatched__", "method": method, "status": recorded,
         "traffic_class": "realtime"}) == 1
+
+
+@pytest.mark.parametrize(("option", "given"), [("exclude_paths", ["health"]), ("metrics_path", "metrics")])
+def test_a_path_without_its_leading_slash_is_refused_by_the_wsgi_middleware(option: str, given: Any) -> None:
+    # PATH_INFO starts with "/": exclude_paths=["health"] timed every health check, metrics_path="metrics" served no
+    # /metrics, silently; "" (a mounted app's root) stays a path
+    with pytest.raises(ValueError, match=rf"^{option}: '(health|metrics)' matches no request"):
+        AiwatchWSGIMiddleware(lambda environ, start: [], registry=CollectorRegistry(), **{option: given})
+    with pytest.raises(ValueError, match=rf"^{option}: '(health|metrics)' matches no request"):
+        aiwatch.instrument(Flask("x"), registry=CollectorRegistry(), **{option: given})
+    AiwatchWSGIMiddleware(lambda environ, start: [], registry=CollectorRegistry(), exclude_paths=[""])
