@@ -396,6 +396,23 @@ def service_name(env: Mapping[str, str] | None = None) -> str:
     return SERVICE.default
 
 
+def service_label(service: str | None, env: Mapping[str, str] | None = None) -> str:
+    """The ``service`` label of an integration given ``service`` (``None`` or ``""``: :func:`service_name`), checked
+    as the variables are: without blanks around it, blanks alone a ValueError (``service="  "`` labelled every
+    series ``service="  "``, which no rule or dashboard matches, where ``AIWATCH_SERVICE="  "`` was refused).
+
+        >>> service_label(" ranker "), service_label(None, {"AIWATCH_SERVICE": "ranker"})
+        ('ranker', 'ranker')
+    """
+    if service is None or service == "":
+        return service_name(env)
+    if not isinstance(service, str):
+        raise TypeError(f"service must be a str, got {service!r}")
+    if not service.strip():
+        raise ValueError(f"service must name the service, got {service!r}")
+    return service.strip()
+
+
 def named_variable(name: str, env: Mapping[str, str] | None = None) -> str:
     """The value of an environment variable the user named (``--bearer-token-env NAME``), not one of the table's;
     ``""`` when unset."""

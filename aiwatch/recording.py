@@ -48,7 +48,8 @@ OPTIONS: tuple[RecorderOption, ...] = (
                    "inside an aiwatch server request: that request's service",
                    "The `service` label (on the client side, the calling service's: a client not given one labels "
                    "a call with the service of the request it is made in, as the call graph needs, and only a call "
-                   "outside any request with the default)."),
+                   "outside any request with the default). Blanks around it are dropped; blanks alone are a "
+                   "`ValueError`, as in the variables."),
     RecorderOption("registry", "prometheus_client's global registry",
                    "The `CollectorRegistry` the metrics go to (a fresh one in tests)."),
     RecorderOption("metrics", "the registry's `Metrics`",

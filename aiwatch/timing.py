@@ -60,7 +60,7 @@ from opentelemetry import context, trace
 from aiwatch.amounts import MAX_COUNT, MAX_SECONDS, as_count, as_elapsed, as_seconds, period, shown
 from aiwatch.amounts import seconds as seconds_of
 from aiwatch.cardinality import MAX_VALUE_LENGTH, OVERFLOW, LabelGuard, guard_for
-from aiwatch.env import SLOW_THRESHOLD, service_name
+from aiwatch.env import SLOW_THRESHOLD, service_label
 from aiwatch.eventloop import loop_interval, watch
 from aiwatch.fastpath import adder, observe
 from aiwatch.forksafe import at_fork_in_child
@@ -699,7 +699,7 @@ class RequestRecorder:
         from aiwatch.tracing import TracerSource
 
         self.metrics = metrics if metrics is not None else default_metrics()
-        self.service = service or service_name()
+        self.service = service_label(service)
         given = SLOW_THRESHOLD.seconds() if slow_threshold is None else slow_threshold
         # a float: compared with every request's duration
         threshold = period(given, "slow_threshold" if slow_threshold is not None else SLOW_THRESHOLD.name)

@@ -566,3 +566,17 @@ def test_blanks_around_the_service_name_are_dropped(name: str, value: str, monke
         monkeypatch.delenv(var.name, raising=False)
     monkeypatch.setenv(name, value)
     assert _recorder_service() == "ranker"
+
+
+@pytest.mark.parametrize("side", ["server", "client"])
+def test_a_service_argument_is_checked_as_the_variables_are(side: str) -> None:
+    # service="  " labelled every series service="  " (no rule's or dashboard's service="..." matches it), where
+    # AIWATCH_SERVICE="  " is refused; service=" ranker " kept its blanks, where the variable's are dropped
+    from prometheus_client import CollectorRegistry
+
+    from aiwatch.recording import make_client_recorder, make_recorder
+
+    make = make_recorder if side == "server" else make_client_recorder
+    with pytest.raises(ValueError, match=re.escape("service must name the service, got '  '")):
+        make(service="  ", registry=CollectorRegistry())
+    assert make(service=" ranker ", registry=CollectorRegistry()).service == "ranker"

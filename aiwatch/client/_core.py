@@ -22,7 +22,7 @@ from aiwatch.amounts import MAX_COUNT, MAX_SECONDS, as_count, as_elapsed, shown
 from aiwatch.cardinality import guard_for
 from aiwatch.contentlength import content_length
 from aiwatch.deferred import PER_CALL, run_deferred
-from aiwatch.env import service_name
+from aiwatch.env import service_label
 from aiwatch.fastpath import observe
 from aiwatch.headercapture import HeaderCapture
 from aiwatch.metrics import Metrics, get_metrics
@@ -198,7 +198,7 @@ class ClientRecorder:
                  tracer_provider: Any = None, route_resolver: Callable[[str, str], str | None] | None = None,
                  max_label_values: int | None = None) -> None:
         self.metrics = metrics if metrics is not None else get_metrics(registry)
-        self.service = service or service_name()
+        self.service = service_label(service)
         #: ``service`` was given: every call is labelled with it; else a call made inside an aiwatch server request
         #: is labelled with that request's service (the caller the call graph needs), one outside with ``service``
         self.service_given = bool(service)
