@@ -242,7 +242,7 @@ class ParquetSink:
         #: Files completed early because ``max_open_files`` were open and another was needed.
         self.forced_rotations = 0
         self._forced_rotations_taken = 0
-        self.directory = Path(directory)
+        self.directory = _check_directory(Path(directory))
         self.max_rows, self.max_file_seconds = max_rows, period(max_file_seconds, "max_file_seconds")
         self.compression, self.fsync = compression, fsync
         self.journal, self.journal_fsync = journal and journals.AVAILABLE, journal_fsync
@@ -944,6 +944,23 @@ def _mode(mode: int, name: str, needed: int) -> int:
         raise ValueError(f"{name} must be permission bits from {oct(needed)} to 0o777 that include {oct(needed)} "
                          f"(the sink reads and writes what it makes), got {shown}")
     return mode
+
+
+def _check_directory(directory: Path) -> Path:
+    """``directory``, or a ValueError naming it when it, or the nearest of its parents that exists, is no directory:
+    every batch then failed to make its folder (``File exists``, ``Not a directory``), and its rows were lost, from
+    the first batch on. One that does not exist yet is made at the first write (a volume mounted later)."""
+    for path in (directory, *directory.parents):
+        try:
+            path.stat()  # a path under a file: ENOTDIR, its parent is looked at next
+        except OSError:
+            continue
+        if not path.is_dir():
+            where = "is" if path == directory else f"is under {str(path)!r}, which is"
+            raise ValueError(f"the prediction log's directory {str(directory)!r} {where} a file, not a directory: "
+                             "no row could be written there")
+        break
+    return directory
 
 
 def _make_folders(folder: Path, mode: int) -> None:

@@ -374,3 +374,18 @@ def test_the_runbooks_salvage_of_a_damaged_journal_writes_the_batches_after_the_
     exec(compile(runbook_salvage("read_message").replace("<name>", name), str(RUNBOOK), "exec"), {})
     salvaged = pq.read_table(path.parent / f".part-{name}-salvaged.parquet")
     assert salvaged.column("request_id").to_pylist() == ["r4", "r5", "r6", "r7"]
+
+
+@pytest.mark.parametrize("under", ["", "logs"])
+def test_a_directory_that_is_a_file_is_refused_when_the_sink_is_made(tmp_path: Path, under: str) -> None:
+    """ParquetSink("/data/predictions") where that path (or a parent of it) is a file was taken, and every batch
+    failed to make its folder ("File exists", "Not a directory"): every row lost, each batch logged and counted,
+    with no word of the directory given. A directory not made yet is still taken (made at the first write)."""
+    file = tmp_path / "predictions"
+    file.write_text("")
+    directory = file / under if under else file
+    where = "is" if not under else f"is under {str(file)!r}, which is"
+    with pytest.raises(ValueError, match=re.escape(f"the prediction log's directory {str(directory)!r} {where} a "
+                                                   "file, not a directory")):
+        ParquetSink(directory)
+    ParquetSink(tmp_path / "not" / "made" / "yet").close()
