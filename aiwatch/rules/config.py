@@ -130,6 +130,11 @@ class SLO:
     traffic_class: str = field(default="realtime", metadata=_help(
         "regex of the traffic_class label values the SLOs are about (batch traffic has no latency objective); "
         "empty: every class"))
+    min_bad_requests: float = field(default=5.0, metadata=_help(
+        "the burn-rate alerts (page and ticket; availability, latency and time to first token) also need at least "
+        "this many bad requests (failed, slow, slow first token) in the long window of the pair that trips: at low "
+        "traffic one bad request is a large share (at 1 request a minute, one failure in 1h is a 16.7x availability "
+        "burn, which would page); 0 turns the guard off"))
     page: BurnAlert = field(default_factory=_page, metadata=_help(
         "fast burn (critical): Google SRE workbook 1h/5m x14.4 or 6h/30m x6"))
     ticket: BurnAlert = field(default_factory=_ticket, metadata=_help(

@@ -113,6 +113,8 @@ UP = "up"  # Prometheus' own series per scrape target
 
 # recording rules; a {window} is filled in per window
 REQUEST_RATE = "service:aiwatch_requests:rate{window}"
+#: streamed responses per second (those with a first token), the volume of the time-to-first-token ratio
+TTFT_RATE = "service:aiwatch_gen_ai_ttft:rate{window}"
 ERROR_RATIO = "service:aiwatch_request_errors:ratio_rate{window}"
 SLOW_RATIO = "service:aiwatch_request_slow:ratio_rate{window}"
 PHASE_QUANTILE = "service_model_phase:aiwatch_phase_duration_seconds:p{percent}"
@@ -317,7 +319,8 @@ def slo_records(cfg: RulesConfig) -> list[dict[str, Any]]:
             # "or 0 * total": a service with traffic and no error series yet has an error ratio of 0, not none
             _record(ERROR_RATIO.format(window=w), f"({errors} or 0 * {recorded})\n/\n{recorded}"),
             _record(SLOW_RATIO.format(window=w), f"1 - (\n  {fast}\n/\n  {recorded}\n)"),
-            _record(TTFT_SLOW_RATIO.format(window=w), f"1 - (\n  {first_fast}\n/\n  {streams}\n)"),
+            _record(TTFT_RATE.format(window=w), streams),
+            _record(TTFT_SLOW_RATIO.format(window=w), f"1 - (\n  {first_fast}\n/\n  {TTFT_RATE.format(window=w)}\n)"),
         ]
     for burn, ratio, objective in ((ERROR_BURN, ERROR_RATIO, cfg.slo.availability_objective),
                                    (SLOW_BURN, SLOW_RATIO, cfg.slo.latency_objective),
@@ -490,22 +493,27 @@ def drift_records(cfg: RulesConfig) -> list[dict[str, Any]]:
 # --- alerts -------------------------------------------------------------------------------------------------------
 
 
-def _burn_expr(record: str, budget: float, alert: BurnAlert) -> str:
+def _burn_expr(record: str, budget: float, alert: BurnAlert, volume: str, min_bad: float) -> str:
     pairs = []
     # `or` keeps the left operand's value: longest pair first, so $value is the longest window that tripped
     for p in sorted(alert.windows, key=lambda p: duration_seconds(p.long), reverse=True):
+        # at low traffic one bad request is a large share: the long window must also hold min_bad of them (ratio x
+        # rate x seconds: the bad requests Prometheus counts in it), or one failed request at 1 a minute pages
+        guard = (f"\nand\n  {record.format(window=p.long)} * {volume.format(window=p.long)} * "
+                 f"{number(duration_seconds(p.long))} >= {number(min_bad)}" if min_bad > 0 else "")
         pairs.append(f"(\n  {record.format(window=p.long)} / {number(budget)} > {number(p.factor)}\nand\n"
-                     f"  {record.format(window=p.short)} / {number(budget)} > {number(p.factor)}\n)")
+                     f"  {record.format(window=p.short)} / {number(budget)} > {number(p.factor)}{guard}\n)")
     return "\nor\n".join(pairs)
 
 
-def _burn_text(alert: BurnAlert, period: str) -> str:
+def _burn_text(alert: BurnAlert, period: str, min_bad: float) -> str:
     parts = []
     for p in alert.windows:
         spent = p.factor * duration_seconds(p.long) / duration_seconds(period)
         parts.append(f"{number(p.factor)}x over both {p.long} and {p.short} ({_pct(spent)} of the {period} budget "
                      f"spent in {p.long})")
-    return " or ".join(parts)
+    guard = f", with at least {number(min_bad)} bad requests in that long window" if min_bad > 0 else ""
+    return " or ".join(parts) + guard
 
 
 def slo_alerts(cfg: RulesConfig) -> list[Alert]:
@@ -521,14 +529,14 @@ def slo_alerts(cfg: RulesConfig) -> list[Alert]:
         for speed, alert, severity in (("Fast", s.page, "critical"), ("Slow", s.ticket, "warning")):
             out.append(Alert(
                 f"Aiwatch{title}BudgetBurn{speed}",
-                _burn_expr(record, budget, alert), alert.for_, severity,
+                _burn_expr(record, budget, alert, REQUEST_RATE, s.min_bad_requests), alert.for_, severity,
                 f"{{{{ $labels.service }}}} is burning its {slo} error budget "
                 f"{'fast (page)' if speed == 'Fast' else 'steadily (ticket)'}",
                 f"{{{{ $labels.service }}}}: burn rate {{{{ $value | printf \"%.1f\" }}}}x over the longest window "
                 f"that tripped: the share of requests that {what} is that many times the error budget. "
                 f"Objective {_pct(objective)} over "
                 f"{s.period}, so the error budget is {_pct(budget)} of requests; 1x spends it exactly in {s.period}. "
-                f"This alert fires at {_burn_text(alert, s.period)}.",
+                f"This alert fires at {_burn_text(alert, s.period, s.min_bad_requests)}.",
                 {"slo": slo},
             ))
     return out
@@ -541,15 +549,15 @@ def streaming_alerts(cfg: RulesConfig) -> list[Alert]:
     for speed, alert, severity in (("Fast", s.page, "critical"), ("Slow", s.ticket, "warning")):
         out.append(Alert(
             f"AiwatchTimeToFirstTokenBudgetBurn{speed}",
-            _burn_expr(TTFT_SLOW_RATIO, budget, alert), alert.for_, severity,
+            _burn_expr(TTFT_SLOW_RATIO, budget, alert, TTFT_RATE, s.min_bad_requests), alert.for_, severity,
             f"{{{{ $labels.service }}}} is burning its time-to-first-token error budget "
             f"{'fast (page)' if speed == 'Fast' else 'steadily (ticket)'}",
             f"{{{{ $labels.service }}}}: burn rate {{{{ $value | printf \"%.1f\" }}}}x over the longest window that "
             f"tripped: the share of streamed responses whose first token took longer than "
             f"{_ms(st.ttft_threshold_seconds)} is that many times the error budget. Objective "
             f"{_pct(st.ttft_objective)} over {s.period} ({_pct(budget)} budget). This alert fires at "
-            f"{_burn_text(alert, s.period)}. Users wait for the first token: look at the queue in front of the "
-            "model and at batch traffic on the same replicas before the model itself.",
+            f"{_burn_text(alert, s.period, s.min_bad_requests)}. Users wait for the first token: look at the queue in "
+            "front of the model and at batch traffic on the same replicas before the model itself.",
             {"slo": "time_to_first_token"},
         ))
     out.append(Alert(

@@ -696,3 +696,24 @@ def test_a_drift_interval_past_the_lookback_is_refused(interval: str) -> None:
     with pytest.raises(ConfigError, match=r"drift\.interval: .* must be shorter than 5m"):
         config_from_dict({"drift": {"interval": interval}})
     config_from_dict({"drift": {"interval": "4m"}})
+
+
+def test_burn_alerts_need_min_bad_requests_in_the_long_window() -> None:
+    """At low traffic one bad request is a burn far above any factor (1 failure of 60 requests in 1h is 16.7x the 0.1%
+    budget): each window pair also needs slo.min_bad_requests bad requests in its long window (the promtool cases in
+    slo_test.yml show one failure at 1 request a minute no longer pages); 0 leaves the ratios alone."""
+    def burn_exprs(cfg: RulesConfig) -> dict[str, str]:
+        return {r["alert"]: r["expr"] for r in alert_rules(cfg) if "BudgetBurn" in r["alert"]}
+
+    guarded = burn_exprs(config_from_dict({"slo": {"min_bad_requests": 3}}))
+    assert len(guarded) == 6
+    assert ("service:aiwatch_request_errors:ratio_rate1h * service:aiwatch_requests:rate1h * 3600 >= 3"
+            in guarded["AiwatchAvailabilityBudgetBurnFast"])
+    assert ("service:aiwatch_request_slow:ratio_rate3d * service:aiwatch_requests:rate3d * 259200 >= 3"
+            in guarded["AiwatchLatencyBudgetBurnSlow"])
+    assert ("service:aiwatch_gen_ai_ttft_slow:ratio_rate6h * service:aiwatch_gen_ai_ttft:rate6h * 21600 >= 3"
+            in guarded["AiwatchTimeToFirstTokenBudgetBurnFast"])
+    for expr in burn_exprs(config_from_dict({"slo": {"min_bad_requests": 0}})).values():
+        assert ">=" not in expr and "rate1h *" not in expr
+    with pytest.raises(ConfigError, match=r"slo\.min_bad_requests"):
+        config_from_dict({"slo": {"min_bad_requests": -1}})
