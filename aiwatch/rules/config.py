@@ -325,6 +325,10 @@ class Meta:
         "how long AiwatchPredictionLogRecoveryIncomplete's condition must hold before it fires; shorter than "
         "prediction_log_recovery_window"))
     target_down_for: str = "5m"
+    target_flapping_window: str = field(default="10m", metadata=_help(
+        "AiwatchTargetDown also fires for a target whose scrapes succeeded less than half the time over this window "
+        "(avg_over_time of up below 0.5): a crash-looping or flapping target is up for a scrape now and then, so "
+        "up == 0 never holds for target_down_for"))
     target_absent_for: str = "5m"
     target_absent_lookback: str = field(default="1h", metadata=_help(
         "AiwatchTargetAbsent also fires for a cluster / namespace (the aggregation_labels) that had targets within "
@@ -474,7 +478,8 @@ _RATIO_LABELS = {
 #: Durations that are range windows or periods: they must be longer than 0 (a ``for`` may be 0s).
 _DURATIONS = {"window", "windows", "degraded_window", "period", "long", "short", "absent_lookback", "xid_window",
               "psi_window", "instrumentation_window", "prediction_log_window", "prediction_log_recovery_window",
-              "interval", "loop_stuck_window", "target_absent_lookback", "raw_window_max"}
+              "interval", "loop_stuck_window", "target_absent_lookback", "raw_window_max",
+              "target_flapping_window"}
 
 
 def _check_text(path: str, value: str) -> None:

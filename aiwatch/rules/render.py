@@ -936,10 +936,16 @@ def meta_alerts(cfg: RulesConfig) -> list[Alert]:
               f"increase, and fires for {m.prediction_log_recovery_window} after Prometheus first saw the log's "
               "last such count (aiwatch_prediction_log_recovery_last_timestamp_seconds changed or appeared: a "
               "start, or a kept journal retried)."),
-        Alert("AiwatchTargetDown", f"{up} == 0", m.target_down_for, "warning",
+        # a crash-looping target answers a scrape now and then, and each success resets `for`: the share of
+        # successful scrapes catches it
+        Alert("AiwatchTargetDown", f"{up} == 0\nor\navg_over_time({up}[{m.target_flapping_window}]) < 0.5",
+              m.target_down_for, "warning",
               "Prometheus cannot scrape {{ $labels.instance }}",
               "Scrapes of {{ $labels.instance }} (job {{ $labels.job }}) have failed for "
-              f"{m.target_down_for}: its metrics, alerts and autoscaling signals are stale."),
+              f"{m.target_down_for}, or more than half of them over {m.target_flapping_window} (a crash-looping or "
+              f"flapping target, up for a scrape now and then: avg_over_time(up[{m.target_flapping_window}]) above 0 "
+              "tells it from one that is down): its metrics, alerts and autoscaling signals are stale or full of "
+              "gaps."),
         Alert("AiwatchTargetAbsent", _targets_absent(cfg, up), m.target_absent_for, "critical",
               f"No aiwatch scrape target is known to Prometheus{where}",
               f"Prometheus has no target matching {template_text(up)}{where}{{{{ with $labels.job }}}} (job "
