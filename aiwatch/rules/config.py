@@ -222,6 +222,10 @@ class GPU:
     memory_headroom_warning: float = field(default=0.10, metadata=_help(
         "AiwatchGpuMemoryNearlyFull warning: free share of device memory", 0, 1))
     memory_headroom_critical: float = field(default=0.03, metadata=_help("AiwatchGpuMemoryNearlyFull critical", 0, 1))
+    memory_window: str = field(default="5m", metadata=_help(
+        "AiwatchGpuMemoryNearlyFull reads the least free share over this window (min_over_time of the headroom): "
+        "memory that swings with each batch, below the limit at its peaks and above it between them, reset the "
+        "`for` at every evaluation above it and never fired"))
     memory_for: str = "5m"
     absent_lookback: str = field(default="1h", metadata=_help(
         "AiwatchGpuMetricsAbsent fires for a target that exported GPU metrics within this lookback and is up, "
@@ -479,7 +483,7 @@ _RATIO_LABELS = {
 _DURATIONS = {"window", "windows", "degraded_window", "period", "long", "short", "absent_lookback", "xid_window",
               "psi_window", "instrumentation_window", "prediction_log_window", "prediction_log_recovery_window",
               "interval", "loop_stuck_window", "target_absent_lookback", "raw_window_max",
-              "target_flapping_window"}
+              "target_flapping_window", "memory_window"}
 
 
 def _check_text(path: str, value: str) -> None:

@@ -699,9 +699,10 @@ def gpu_alerts(cfg: RulesConfig) -> list[Alert]:
     target = _scope(cfg, "job", "instance")
     if gpus.dcgm:  # a GPU's pod labels come and go with the pods using it: not part of the exporter's identity
         target = tuple(label for label in target if label not in POD_LABELS)
-    memory_desc = (f"GPU {gpu} ({name}) on {host} has only "
-                   "{{ $value | humanizePercentage }} of its memory free (alert below {limit}). The next larger "
-                   "batch or model load can fail with out-of-memory.")
+    memory_desc = (f"GPU {gpu} ({name}) on {host} had only "
+                   "{{ $value | humanizePercentage }} of its memory free at its fullest over "
+                   f"{g.memory_window} (alert below {{limit}}). The next larger batch or model load can fail with "
+                   "out-of-memory.")
     presence = series(gpus.presence, gs)
     # "and"/"unless" bind tighter than "or": the target-up condition applies to the disappeared-metrics branch only
     vanished = (f"(\n  {by('max', target, f'max_over_time({presence}[{g.absent_lookback}])')}\n"
@@ -736,11 +737,13 @@ def gpu_alerts(cfg: RulesConfig) -> list[Alert]:
               f"GPU {gpu} ({name}) on {host} ran kernels "
               f"{{{{ $value | humanizePercentage }}}} of the time over {g.window} (alert above "
               f"{_pct(g.utilization_saturated)}). Requests queue behind the model: add replicas or shed load."),
-        Alert("AiwatchGpuMemoryNearlyFull", f"{GPU_MEMORY_HEADROOM} < "
+        # memory that swings with each batch dips below the limit and back at every other evaluation, and each
+        # evaluation above it reset `for`: the least headroom over the window is what the next batch runs into
+        Alert("AiwatchGpuMemoryNearlyFull", f"min_over_time({GPU_MEMORY_HEADROOM}[{g.memory_window}]) < "
               f"{number(g.memory_headroom_warning)}", g.memory_for, "warning",
               f"GPU {gpu} on {host} is nearly out of memory",
               memory_desc.replace("{limit}", _pct(g.memory_headroom_warning))),
-        Alert("AiwatchGpuMemoryNearlyFull", f"{GPU_MEMORY_HEADROOM} < "
+        Alert("AiwatchGpuMemoryNearlyFull", f"min_over_time({GPU_MEMORY_HEADROOM}[{g.memory_window}]) < "
               f"{number(g.memory_headroom_critical)}", g.memory_for, "critical",
               f"GPU {gpu} on {host} is about to run out of memory",
               memory_desc.replace("{limit}", _pct(g.memory_headroom_critical))),
