@@ -4,7 +4,6 @@ small tmpfs as ``PROMETHEUS_MULTIPROC_DIR`` (mounting needs root)."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.disks import tmpfs
 from tests.servers import python_env
 
 #: a gunicorn master (the app preloaded, its metrics made, or not) whose worker served 300 routes and exited, on a disk
@@ -57,18 +57,8 @@ print(json.dumps({"worker": f"counter_{worker.pid}.db", "kept": kept, "errors": 
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    mountpoint = tmp_path / "disk"
-    mountpoint.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mountpoint)],
-                             capture_output=True, text=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
-    try:
-        yield mountpoint
-    finally:
-        subprocess.run(["umount", "--lazy", str(mountpoint)], check=True)
+    with tmpfs(tmp_path, "1m") as disk:
+        yield disk
 
 
 @pytest.mark.parametrize("preloaded", [True, False], ids=["preload", "no-preload"])

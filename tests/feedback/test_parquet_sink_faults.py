@@ -14,7 +14,6 @@ import gc
 import io
 import logging
 import os
-import subprocess
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -29,6 +28,7 @@ from aiwatch.cli import main
 from aiwatch.drift.datasets import open_dataset
 from aiwatch.feedback import ParquetSink, PredictionLog, RowsLost, parquet_sink
 from aiwatch.feedback import journal as journals
+from tests.disks import tmpfs
 from tests.feedback.test_parquet_sink import T0, row
 from tests.feedback.test_parquet_sink_recovery import LAST_COUNTED, unstorable_journal
 
@@ -440,18 +440,8 @@ def test_a_failure_streak_is_logged_once_with_its_cause_not_per_batch_or_row(
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A 256 KiB tmpfs: writes past it fail with ENOSPC, as on a full disk. Unmounted afterwards."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    mountpoint = tmp_path / "disk"
-    mountpoint.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mountpoint)],
-                             capture_output=True, text=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
-    try:
-        yield mountpoint
-    finally:
-        subprocess.run(["umount", "--lazy", str(mountpoint)], check=True)
+    with tmpfs(tmp_path, "256k") as disk:
+        yield disk
 
 
 def fill(directory: Path) -> Path:
