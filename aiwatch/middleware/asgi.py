@@ -523,7 +523,6 @@ class AiwatchMiddleware:
         await self._metrics_app(scope, receive, send)
 
 
-
 def _server_will_kill_process() -> bool:
     """The server serving this app caught a SIGTERM that it will raise again once it has shut down: uvicorn (its
     CLI, ``--workers``, ``--reload``'s child, gunicorn's ``UvicornWorker``) does so with the handler it found at its
