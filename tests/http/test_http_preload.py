@@ -26,15 +26,30 @@ def rows_written(directory: Path) -> int:
     return sum(pq.read_metadata(path).num_rows for path in directory.rglob("*.parquet"))
 
 
+def preload_env(multiproc: Path | None = None, **extra: str) -> dict[str, str]:
+    """The app's environment: multiprocess mode in ``multiproc`` (made here), or none at all (the variable unset,
+    also under its lower-case name)."""
+    env = python_env(**extra)
+    if multiproc is not None:
+        multiproc.mkdir()
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(multiproc)
+    return env
+
+
+def gunicorn_preload(app: str, port: int, *options: str) -> list[str]:
+    """gunicorn's command line: ``--preload`` with aiwatch.gunicorn's hooks, on ``port``, and ``options``."""
+    return ["-m", "gunicorn", "--preload", *options, "-b", f"127.0.0.1:{port}", "-c", "python:aiwatch.gunicorn",
+            app]
+
+
 def test_preloaded_log_and_monitor_work_in_the_workers(tmp_path: Path) -> None:
     n = 20
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    multiproc, rows = tmp_path / "multiproc", tmp_path / "rows"
-    multiproc.mkdir()
-    env = python_env(PROMETHEUS_MULTIPROC_DIR=str(multiproc), AIWATCH_TEST_LOG_DIR=str(rows))
-    with python_app(["-m", "gunicorn", "--preload", "-w", "2", "-b", f"127.0.0.1:{port}", "-c",
-                     "python:aiwatch.gunicorn", "tests.http.preload_app:app"], f"{base}/metrics", env=env) as proc:
+    rows = tmp_path / "rows"
+    env = preload_env(tmp_path / "multiproc", AIWATCH_TEST_LOG_DIR=str(rows))
+    with python_app(gunicorn_preload("tests.http.preload_app:app", port, "-w", "2"), f"{base}/metrics",
+                    env=env) as proc:
         def one(i: int) -> int:
             resp = requests.get(f"{base}/predict/{i}", timeout=10)
             assert resp.status_code == 200
@@ -56,11 +71,8 @@ def test_the_master_hands_its_monitors_schedule_to_the_workers(tmp_path: Path) -
     n = 5
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    multiproc = tmp_path / "multiproc"
-    multiproc.mkdir()
-    env = python_env(PROMETHEUS_MULTIPROC_DIR=str(multiproc), AIWATCH_TEST_LOG_DIR=str(tmp_path / "rows"))
-    with python_app(["-m", "gunicorn", "--preload", "-w", "1", "-b", f"127.0.0.1:{port}", "-c",
-                     "python:aiwatch.gunicorn", "tests.http.preload_app:app"], f"{base}/metrics", env=env):
+    env = preload_env(tmp_path / "multiproc", AIWATCH_TEST_LOG_DIR=str(tmp_path / "rows"))
+    with python_app(gunicorn_preload("tests.http.preload_app:app", port, "-w", "1"), f"{base}/metrics", env=env):
         for i in range(n):
             assert requests.get(f"{base}/predict/{i}", timeout=10).status_code == 200
 
@@ -80,11 +92,8 @@ def test_a_gpu_collector_polling_in_the_master_polls_in_the_worker_without_multi
     # collector served the snapshot of the fork for ever
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    env = python_env()
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    env.pop("prometheus_multiproc_dir", None)
-    with python_app(["-m", "gunicorn", "--preload", "-w", "1", "-b", f"127.0.0.1:{port}", "-c",
-                     "python:aiwatch.gunicorn", "tests.http.preload_gpu_app:app"], f"{base}/metrics", env=env):
+    env = preload_env()
+    with python_app(gunicorn_preload("tests.http.preload_gpu_app:app", port, "-w", "1"), f"{base}/metrics", env=env):
         first = scrape(f"{base}/metrics")
         assert value(first, "aiwatch_gpu_nvml_up") == 1
         polled = value(first, "aiwatch_gpu_last_poll_timestamp_seconds") or 0.0
@@ -97,11 +106,8 @@ def test_a_metrics_port_started_in_the_master_is_served_by_the_worker_without_mu
     # reaches (0 requests for ever), and the worker that served them served no scrape
     port, metrics_port = free_port(), free_port()
     base, metrics = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{metrics_port}/metrics"
-    env = python_env(AIWATCH_TEST_METRICS_PORT=str(metrics_port))
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    env.pop("prometheus_multiproc_dir", None)
-    with python_app(["-m", "gunicorn", "--preload", "-w", "1", "-b", f"127.0.0.1:{port}", "-c",
-                     "python:aiwatch.gunicorn", "tests.http.preload_metrics_port_app:app"], f"{base}/predict",
+    env = preload_env(AIWATCH_TEST_METRICS_PORT=str(metrics_port))
+    with python_app(gunicorn_preload("tests.http.preload_metrics_port_app:app", port, "-w", "1"), f"{base}/predict",
                     env=env) as proc:
         pids = {int(json.loads(requests.get(f"{base}/predict", timeout=10).text)["pid"]) for _ in range(4)}
         assert proc.proc.pid not in pids
@@ -118,15 +124,12 @@ def test_the_rows_of_a_worker_killed_mid_file_are_recovered_by_the_worker_forked
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     rows = tmp_path / "rows"
-    env = python_env(AIWATCH_TEST_LOG_DIR=str(rows), AIWATCH_TEST_MAX_FILE_SECONDS="3600")
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    env.pop("prometheus_multiproc_dir", None)
+    env = preload_env(AIWATCH_TEST_LOG_DIR=str(rows), AIWATCH_TEST_MAX_FILE_SECONDS="3600")
 
     def served_by() -> int:
         return int(json.loads(requests.get(f"{base}/predict/0", timeout=10).text)["pid"])
 
-    with python_app(["-m", "gunicorn", "--preload", "-w", "1", "-b", f"127.0.0.1:{port}", "-c",
-                     "python:aiwatch.gunicorn", "tests.http.preload_app:app"], f"{base}/metrics", env=env):
+    with python_app(gunicorn_preload("tests.http.preload_app:app", port, "-w", "1"), f"{base}/metrics", env=env):
         killed = served_by()
         for _ in range(1, n):
             assert served_by() == killed, "one worker"
@@ -144,12 +147,10 @@ def test_the_rows_a_worker_observed_are_in_the_bin_counts_after_max_requests_rec
     n = 30
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    multiproc = tmp_path / "multiproc"
-    multiproc.mkdir()
-    env = python_env(PROMETHEUS_MULTIPROC_DIR=str(multiproc), AIWATCH_TEST_LOG_DIR=str(tmp_path / "rows"),
-                     AIWATCH_TEST_FLUSH_EVERY="1000")
-    with python_app(["-m", "gunicorn", "--preload", "-w", "1", "--max-requests", "10", "-b", f"127.0.0.1:{port}",
-                     "-c", "python:aiwatch.gunicorn", "tests.http.preload_app:app"], f"{base}/metrics", env=env):
+    env = preload_env(tmp_path / "multiproc", AIWATCH_TEST_LOG_DIR=str(tmp_path / "rows"),
+                      AIWATCH_TEST_FLUSH_EVERY="1000")
+    with python_app(gunicorn_preload("tests.http.preload_app:app", port, "-w", "1", "--max-requests", "10"),
+                    f"{base}/metrics", env=env):
         for i in range(n):  # a worker per 10 requests, the third recycled at the last
             assert requests.get(f"{base}/predict/{i}", timeout=10).status_code == 200
 
