@@ -6,6 +6,7 @@ import inspect
 from typing import Any, TypeVar, cast
 
 from aiwatch.exclusion import ExcludedUrls, check_request_path, exclude_path_set
+from aiwatch.flags import flag
 from aiwatch.headercapture import HeaderCapture
 from aiwatch.middleware._common import ROUTE_KEY, UNMATCHED_ROUTE, is_fastapi
 from aiwatch.recording import RECORDER_OPTIONS, resolve_recorder
@@ -66,6 +67,9 @@ def instrument(app: A, *, recorder: RequestRecorder | None = None, **options: An
     # there is logged as "lifespan unsupported" and raised again at every request)
     for hook in ("route_resolver", "on_request_end"):
         sync_hook(hook, options.get(hook))
+    for switch in ("server_timing", "payload_sizes"):
+        if switch in options:
+            flag(options[switch], switch)
     known_http_methods()  # a bad OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS is a ValueError here too
     HeaderCapture.server()  # and a bad OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_* regex
     if options.get("metrics_path", "/metrics") is not None:  # the /metrics app is made at the first scrape

@@ -37,6 +37,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histo
 from prometheus_client.utils import floatToGoString
 
 from aiwatch.deferred import DeferredWork, RunDeferredOnScrape, new_queue
+from aiwatch.flags import flag
 from aiwatch.forksafe import at_fork_in_child, renew_at_fork
 from aiwatch.safety import record_error
 from aiwatch.utf8 import text_or_value
@@ -592,6 +593,7 @@ class Metrics:
         multiprocess mode, for a registry that only its own process serves or writes out (the GPU server's error
         counter, a CLI command's gauges): written to ``PROMETHEUS_MULTIPROC_DIR``, they would be served by every
         worker's merged ``/metrics``."""
+        in_process = flag(in_process, "in_process")
         self.registry: CollectorRegistry = registry if registry is not None else REGISTRY
         #: contract name -> why that metric could not be created (it then records nothing)
         self.unavailable: dict[str, str] = {}

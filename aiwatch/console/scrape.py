@@ -78,6 +78,7 @@ from aiwatch.console.source import (
     worst_first,
 )
 from aiwatch.drift.promql import FEATURE_INVALID, FEATURE_MISSING, REFERENCE_MISSING_RATIO
+from aiwatch.flags import flag
 from aiwatch.httpconfig import HTTPConfig, TooLarge, refuse_credentials
 from aiwatch.promapi import bucket_bound
 from aiwatch.promql import Metric
@@ -384,7 +385,7 @@ class ScrapeSource(DataSource):
         self._thread: threading.Thread | None = None
         self._pool: DaemonPool | None = None
         self.description = "scraping " + ", ".join(t.url for t in self._targets)
-        if start:
+        if flag(start, "start"):
             self.start()
 
     def scrape_interval(self, service: str | None = None) -> float:

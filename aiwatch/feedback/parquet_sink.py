@@ -57,6 +57,7 @@ from aiwatch.amounts import period
 from aiwatch.feedback import journal as journals
 from aiwatch.feedback.journal import JOURNAL_SUFFIX, NEW_SUFFIX, Journal, OpenFileLock
 from aiwatch.feedback.sink import RowsLost, failure_text
+from aiwatch.flags import flag
 from aiwatch.forksafe import renew_at_fork
 from aiwatch.metrics import RECOVERY_RESULTS
 from aiwatch.safety import warn_rate_limited
@@ -244,8 +245,9 @@ class ParquetSink:
         self._forced_rotations_taken = 0
         self.directory = _check_directory(Path(directory))
         self.max_rows, self.max_file_seconds = max_rows, period(max_file_seconds, "max_file_seconds")
-        self.compression, self.fsync = compression, fsync
-        self.journal, self.journal_fsync = journal and journals.AVAILABLE, journal_fsync
+        self.compression, self.fsync = compression, flag(fsync, "fsync")
+        self.journal = flag(journal, "journal") and journals.AVAILABLE
+        self.journal_fsync = flag(journal_fsync, "journal_fsync")
         # pyarrow's first pa.array() in a process imports pandas under a lock of pyarrow's (its pandas shim) that
         # nothing renews at a fork: a worker forked while the log's writer thread is in there hangs its own writer
         # for ever. Done here, on the thread that makes the sink, before any writer thread or fork. A pandas that

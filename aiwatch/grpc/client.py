@@ -54,6 +54,7 @@ from prometheus_client import CollectorRegistry
 from aiwatch.client import ClientRecorder
 from aiwatch.client._core import UNKNOWN_ADDRESS, call_trace_id
 from aiwatch.exclusion import ExcludedServices
+from aiwatch.flags import flag
 from aiwatch.grpc._common import metadata_value, method_name, status_name, status_value
 from aiwatch.grpc.heldcall import HeldCall, HeldStream
 from aiwatch.grpc.streambytes import (
@@ -118,7 +119,7 @@ class _ClientCore:
         #: a fixed ``peer`` label (else the name the server reports, else ``address``, else UNKNOWN_PEER)
         self.peer = peer
         self.address = address
-        self.propagate = propagate
+        self.propagate = flag(propagate, "propagate")
         self.conventions = rpc_conventions()
         #: the metadata the app sends that CLIENT spans carry (``None``: none configured)
         self.metadata_capture = MetadataCapture.client(self.conventions)

@@ -22,6 +22,7 @@ import grpc
 import grpc.aio
 
 from aiwatch.exclusion import ExcludedServices
+from aiwatch.flags import flag
 from aiwatch.grpc.client import AiwatchClientInterceptor, grpc_aio_client_interceptors
 from aiwatch.grpc.server import AiwatchAioServerInterceptor, AiwatchServerInterceptor
 from aiwatch.instrumentor import PatchingInstrumentor
@@ -69,8 +70,8 @@ class AiwatchGrpcInstrumentorServer(PatchingInstrumentor):
 
     def _configure(self, options: dict[str, Any]) -> None:
         recorder_options = _split(options, _SERVER_OPTIONS, ("recorder", "server_timing", "excluded_services"))
+        server_timing = flag(options.get("server_timing", True), "server_timing")
         recorder = resolve_recorder(options.get("recorder"), recorder_options)
-        server_timing = bool(options.get("server_timing", True))
         excluded = ExcludedServices.resolve(options.get("excluded_services")).services
         #: the interceptors the patched factories add
         self.interceptor = AiwatchServerInterceptor(recorder=recorder, server_timing=server_timing,

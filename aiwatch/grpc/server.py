@@ -59,6 +59,7 @@ from opentelemetry.trace import SpanKind
 from prometheus_client import CollectorRegistry
 
 from aiwatch.exclusion import ExcludedServices
+from aiwatch.flags import flag
 from aiwatch.forksafe import at_fork_in_child
 from aiwatch.grpc._common import metadata_dict, method_name, status_name, status_value
 from aiwatch.grpc.serialization import SERIALIZE, MessageTimer, ended, take_pending, take_streamed
@@ -263,7 +264,7 @@ class _ServerCore:
         #: server does; grpc.aio only while the code is OK)
         self.serializes_any_code = serializes_any_code
         self.metrics = recorder.metrics
-        self.server_timing = server_timing
+        self.server_timing = flag(server_timing, "server_timing")
         self.serialization = serialization
         self.conventions = rpc_conventions()
         #: the request metadata SERVER spans carry (``None``: none configured)

@@ -41,6 +41,7 @@ from prometheus_client import CollectorRegistry
 
 from aiwatch.contentlength import content_length
 from aiwatch.exclusion import ExcludedUrls, asgi_url, check_request_path, exclude_path_set
+from aiwatch.flags import flag
 from aiwatch.headercapture import HeaderCapture
 from aiwatch.metrics import Metrics
 from aiwatch.middleware._common import (
@@ -157,6 +158,8 @@ class AiwatchMiddleware:
                  slow_threshold: float | None = None, excluded_urls: str | ExcludedUrls | None = None,
                  model_version: str = "", traffic_classes: TrafficClasses | None = None,
                  payload_sizes: bool = True) -> None:
+        server_timing = flag(server_timing, "server_timing")
+        payload_sizes = flag(payload_sizes, "payload_sizes")
         self.app = app
         self.recorder = resolve_recorder(recorder, {
             "service": service, "model": model, "registry": registry, "metrics": metrics,

@@ -45,6 +45,7 @@ from prometheus_client import CollectorRegistry
 from aiwatch.contentlength import content_length
 from aiwatch.deferred import PER_CALL, run_deferred
 from aiwatch.exclusion import ExcludedUrls, check_request_path, exclude_path_set, wsgi_url
+from aiwatch.flags import flag
 from aiwatch.headercapture import HeaderCapture, environ_headers
 from aiwatch.metrics import Metrics
 from aiwatch.middleware._common import (
@@ -119,6 +120,8 @@ class AiwatchWSGIMiddleware:
                  slow_threshold: float | None = None, excluded_urls: str | ExcludedUrls | None = None,
                  model_version: str = "", traffic_classes: TrafficClasses | None = None,
                  payload_sizes: bool = True) -> None:
+        server_timing = flag(server_timing, "server_timing")
+        payload_sizes = flag(payload_sizes, "payload_sizes")
         self.app = app
         self.recorder = resolve_recorder(recorder, {
             "service": service, "model": model, "registry": registry, "metrics": metrics,

@@ -75,6 +75,7 @@ from prometheus_client import CollectorRegistry
 from aiwatch.amounts import MAX_SECONDS, as_seconds, as_timeout, shown
 from aiwatch.cardinality import guard_for
 from aiwatch.degradation import degraded
+from aiwatch.flags import flag
 from aiwatch.metrics import Metrics, get_metrics
 from aiwatch.safety import record_error
 from aiwatch.timing import SharedWork, end_shared_work, record_phase, share_work
@@ -151,8 +152,8 @@ class MicroBatcher(Generic[T, R]):
         self.model = model
         label = model or getattr(fn, "__name__", None) or type(fn).__name__
         self.queue = queue or label
-        self.return_exceptions = return_exceptions
-        self.record_phases = record_phases
+        self.return_exceptions = flag(return_exceptions, "return_exceptions")
+        self.record_phases = flag(record_phases, "record_phases")
         self.executor = executor
         self.metrics = metrics if metrics is not None else get_metrics(registry)
         m = self.metrics

@@ -73,6 +73,7 @@ from aiwatch._optional import require
 from aiwatch.amounts import MAX_SECONDS, as_timeout, period, shown
 from aiwatch.env import GPU_POLL_INTERVAL
 from aiwatch.exposition import multiprocess_enabled
+from aiwatch.flags import flag
 from aiwatch.forksafe import renew_at_fork
 from aiwatch.metrics import GPU_LABELS, SPECS, Metrics, get_metrics
 from aiwatch.prefork import check_fork_hooks
@@ -905,6 +906,7 @@ class GpuCollector(Collector):
     def __init__(self, poller: GpuPoller | None = None, *, interval: float | None = None,
                  nvml: ModuleType | None = None, registry: CollectorRegistry | None = REGISTRY,
                  metrics: Metrics | None = None, start: bool = True) -> None:
+        start = flag(start, "start")
         if metrics is None:
             metrics = get_metrics(registry)
         self.poller = poller if poller is not None else GpuPoller(interval, nvml=nvml, metrics=metrics)

@@ -61,3 +61,10 @@ def test_every_session_gets_the_one_source_its_configuration_names() -> None:
     first = shared_source(ConsoleConfig.from_env(env))
     assert shared_source(ConsoleConfig.from_env(dict(env))) is first
     assert shared_source(ConsoleConfig.from_env({**env, "AIWATCH_CONSOLE_WINDOW": "30"})) is not first
+
+
+def test_a_string_start_is_refused_not_read_as_true() -> None:
+    from aiwatch.console import ScrapeSource
+
+    with pytest.raises(TypeError, match=r"^start must be True or False, got 'false' of type str$"):
+        ScrapeSource(["http://127.0.0.1:9/metrics"], start="false")  # type: ignore[arg-type]

@@ -389,3 +389,9 @@ def test_a_directory_that_is_a_file_is_refused_when_the_sink_is_made(tmp_path: P
                                                    "file, not a directory")):
         ParquetSink(directory)
     ParquetSink(tmp_path / "not" / "made" / "yet").close()
+
+
+@pytest.mark.parametrize("option", ["fsync", "journal", "journal_fsync"])
+def test_a_string_switch_is_refused_naming_it(tmp_path: Path, option: str) -> None:
+    with pytest.raises(TypeError, match=rf"^{option} must be True or False, got 'false' of type str$"):
+        ParquetSink(tmp_path, **{option: "false"})
