@@ -210,7 +210,10 @@ MULTIPROC_DIR = EnvVar("PROMETHEUS_MULTIPROC_DIR", "",
                        "`raw_env`, which gunicorn applies after its config file imported `aiwatch.gunicorn`), every "
                        "process keeps its "
                        "metrics in memory and the merged `/metrics` would be empty: `aiwatch.instrument()` and the "
-                       "WSGI middleware refuse it (`ValueError`).",
+                       "WSGI middleware refuse it (`ValueError`), as they refuse a path that is a file, not a "
+                       "directory, and a directory the process cannot write to (nothing would be recorded); an "
+                       "`AiwatchMiddleware` made by hand logs it, and its `/metrics` answers 503 saying why (counted "
+                       "under `component=\"metrics\"`).",
                        owner="prometheus_client")
 LEGACY_MULTIPROC_DIR = EnvVar("prometheus_multiproc_dir", "",
                               "The old lowercase name of `PROMETHEUS_MULTIPROC_DIR`, which prometheus_client (with a "

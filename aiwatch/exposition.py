@@ -84,6 +84,39 @@ def multiprocess_unservable() -> str | None:
     return None
 
 
+def multiprocess_directory_problem() -> str | None:
+    """What keeps this process from writing its sample files into the multiprocess directory, or ``None``: a path
+    that is no directory (a regular file), or a directory this process may not write to or enter. A missing
+    directory is not a problem: :class:`aiwatch.metrics.Metrics` makes it. With a file, the setup logged
+    ``NotADirectoryError`` and ``FileExistsError`` and every scrape raised prometheus_client's "not set or not a
+    directory"; with a read-only directory, the setup logged ``OSError(30)`` and ``/metrics`` answered 200 with
+    nothing, every request of the process recorded nowhere."""
+    directory = multiprocess_dir()
+    if not directory:
+        return None
+    name = (MULTIPROC_DIR if MULTIPROC_DIR.is_set() else LEGACY_MULTIPROC_DIR).name
+    if os.path.exists(directory) and not os.path.isdir(directory):
+        return (f"{name} is {directory!r}, which is not a directory: prometheus_client writes each process's sample "
+                "files into that directory, so no metric would be recorded and every /metrics scrape would fail. "
+                "Set it to a directory (the same for every worker; it is made when missing)")
+    if os.path.isdir(directory) and not os.access(directory, os.W_OK | os.X_OK):
+        return (f"{name} is {directory!r}, a directory this process (uid {os.geteuid()}) cannot write to: "
+                "prometheus_client makes each process's sample file there, so this process would record nothing "
+                "and /metrics would serve none of its requests. Make it writable by the server's user, or set it "
+                "to another directory")
+    return None
+
+
+def check_sample_directory() -> None:
+    """Raise a ValueError naming the variable when this process cannot write its sample files
+    (:func:`multiprocess_directory_problem`), for :func:`aiwatch.instrument` and the WSGI middleware to call when
+    the app is instrumented; nothing when prometheus_client is not in multiprocess mode."""
+    if getattr(_values.ValueClass, "_multiprocess", False):
+        problem = multiprocess_directory_problem()
+        if problem is not None:
+            raise ValueError(problem)
+
+
 #: prometheus_client's sample files in multiprocess mode: ``counter_<pid>.db``, ``gauge_livesum_<pid>.db``...
 _SAMPLE_FILE = re.compile(r"(?:counter|histogram|summary|gauge_[a-z]+)_([0-9]+)\.db")
 

@@ -70,6 +70,9 @@ def instrument(app: A, *, recorder: RequestRecorder | None = None, **options: An
     for switch in ("server_timing", "payload_sizes"):
         if switch in options:
             flag(options[switch], switch)
+    from aiwatch.exposition import check_sample_directory
+
+    check_sample_directory()  # a PROMETHEUS_MULTIPROC_DIR that is a file, or read-only: nothing would be recorded
     known_http_methods()  # a bad OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS is a ValueError here too
     HeaderCapture.server()  # and a bad OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_* regex
     if options.get("metrics_path", "/metrics") is not None:  # the /metrics app is made at the first scrape

@@ -524,16 +524,20 @@ def _renew_file_backed_lock() -> None:
 at_fork_in_child(_renew_file_backed_lock)
 
 
-def _make_sample_directory() -> OSError | None:
+def _make_sample_directory() -> Exception | None:
     """Make ``PROMETHEUS_MULTIPROC_DIR`` when it is missing, as :func:`aiwatch.gunicorn.on_starting` does; the
-    error when it cannot be made. prometheus_client makes each process's sample file there at a value's first use,
-    and a directory not made yet (``uvicorn --workers``, which runs no hook; a volume not mounted) raised its
-    FileNotFoundError out of ``aiwatch.instrument()``, failing the app's start-up."""
-    from aiwatch.exposition import multiprocess_dir
+    error when it cannot be made, or when it is no directory this process can write to (a ValueError saying so,
+    :func:`~aiwatch.exposition.multiprocess_directory_problem`). prometheus_client makes each process's sample file
+    there at a value's first use, and a directory not made yet (``uvicorn --workers``, which runs no hook; a volume
+    not mounted) raised its FileNotFoundError out of ``aiwatch.instrument()``, failing the app's start-up."""
+    from aiwatch.exposition import multiprocess_dir, multiprocess_directory_problem
 
     directory = multiprocess_dir()
     if not directory:  # set but empty: prometheus_client writes into the working directory
         return None
+    problem = multiprocess_directory_problem()
+    if problem is not None:
+        return ValueError(problem)
     try:
         os.makedirs(directory, exist_ok=True)
     except OSError as exc:

@@ -27,3 +27,26 @@ def tmpfs(tmp_path: Path, size: str) -> Iterator[Path]:
         yield mountpoint
     finally:
         subprocess.run(["umount", "--lazy", str(mountpoint)], check=True)
+
+
+@contextmanager
+def read_only_directory(tmp_path: Path) -> Iterator[Path]:
+    """A directory this process cannot write to: a read-only tmpfs for root (whom permissions do not stop), else
+    one with mode 0o555. Skipped where neither holds."""
+    directory = tmp_path / "read-only"
+    directory.mkdir()
+    if os.geteuid() != 0:
+        directory.chmod(0o555)
+        try:
+            yield directory
+        finally:
+            directory.chmod(0o755)
+        return
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(directory)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a read-only tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield directory
+    finally:
+        subprocess.run(["umount", "--lazy", str(directory)], check=True)

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.disks import read_only_directory
 from tests.servers import python_env, wait_until
 
 
@@ -330,6 +331,66 @@ def test_a_multiprocess_directory_that_cannot_be_made_serves_the_app_and_logs_wh
     assert done.stdout.split() == ["200", "ok"]
     assert "aiwatch: multiprocess failed" in done.stderr and "Not a directory" in done.stderr
 
+
+
+def test_a_multiprocess_directory_that_is_a_file_is_refused_when_instrumenting(tmp_path: Path) -> None:
+    # it was accepted (two warnings: NotADirectoryError, FileExistsError), and every scrape raised prometheus_client's
+    # "env PROMETHEUS_MULTIPROC_DIR is not set or not a directory" into the request
+    (tmp_path / "a-file").write_text("")
+    done = subprocess.run([sys.executable, "-c", _INSTRUMENT_AND_SERVE, "serve"], capture_output=True, text=True,
+                          timeout=120, env=python_env(PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "a-file")))
+    assert done.returncode != 0 and done.stdout == ""
+    assert (f"ValueError: PROMETHEUS_MULTIPROC_DIR is {str(tmp_path / 'a-file')!r}, which is not a directory"
+            in done.stderr), done.stderr
+
+
+def test_a_multiprocess_directory_this_process_cannot_write_is_refused_when_instrumenting(tmp_path: Path) -> None:
+    # it was accepted (one warning, OSError 30 on a read-only one), requests recorded nowhere, /metrics 200 and empty
+    with read_only_directory(tmp_path) as directory:
+        done = subprocess.run([sys.executable, "-c", _INSTRUMENT_AND_SERVE, "serve"], capture_output=True, text=True,
+                              timeout=120, env=python_env(PROMETHEUS_MULTIPROC_DIR=str(directory)))
+    assert done.returncode != 0 and done.stdout == ""
+    assert (f"ValueError: PROMETHEUS_MULTIPROC_DIR is {str(directory)!r}, a directory this process (uid "
+            in done.stderr), done.stderr
+
+
+_ASGI_SCRAPE = """
+import asyncio
+from aiwatch import AiwatchMiddleware
+
+async def inner(scope, receive, send):
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+middleware = AiwatchMiddleware(inner, service="svc")  # made by hand: no instrument() to refuse the directory
+
+async def get(path):
+    sent = []
+    async def receive():
+        return {"type": "http.request", "body": b""}
+    async def send(message):
+        sent.append(message)
+    await middleware({"type": "http", "method": "GET", "path": path, "raw_path": path.encode(), "query_string": b"",
+                      "headers": [], "scheme": "http", "server": ("h", 80), "http_version": "1.1"}, receive, send)
+    return sent[0]["status"], sent[-1]["body"].decode()
+
+print(asyncio.run(get("/x")))
+print(asyncio.run(get("/metrics")))
+"""
+
+
+def test_a_scrape_that_cannot_merge_a_file_for_a_directory_is_a_counted_503_not_an_exception(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("")
+    done = subprocess.run([sys.executable, "-c", _ASGI_SCRAPE], capture_output=True, text=True, timeout=120,
+                          env=python_env(PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "a-file")))
+    assert done.returncode == 0, done.stderr
+    request, scrape = done.stdout.splitlines()
+    assert request == "(200, 'ok')"
+    assert scrape.startswith("(503, 'aiwatch cannot serve /metrics: env PROMETHEUS_MULTIPROC_DIR is not set or not "
+                             "a directory"), scrape
+    assert "aiwatch: metrics failed and was skipped" in done.stderr
+    # and Metrics' own warning at setup says what is wrong, not FileExistsError
+    assert f"PROMETHEUS_MULTIPROC_DIR is {str(tmp_path / 'a-file')!r}, which is not a directory" in done.stderr
 
 # A worker's samples of every kind of file, as a worker gunicorn recycles leaves them (it runs as a process of its own,
 # gone once it has printed its pid). ``drifted`` is the drift gauge it sets (mostrecent: the latest wins), -1 none.

@@ -522,7 +522,16 @@ class AiwatchMiddleware:
         if self._metrics_app is None:
             from aiwatch.exposition import make_asgi_app
 
-            self._metrics_app = make_asgi_app(self.metrics.registry)
+            try:
+                self._metrics_app = make_asgi_app(self.metrics.registry)
+            except Exception as exc:  # a PROMETHEUS_MULTIPROC_DIR that is a file: a 503 saying so, tried again next
+                record_error("metrics", exc, self.metrics)
+                body = f"aiwatch cannot serve /metrics: {exc}\n".encode()
+                await send({"type": "http.response.start", "status": 503,
+                            "headers": [(b"content-type", b"text/plain; charset=utf-8"),
+                                        (b"content-length", str(len(body)).encode())]})
+                await send({"type": "http.response.body", "body": body})
+                return
         await self._metrics_app(scope, receive, send)
 
 

@@ -122,6 +122,9 @@ class AiwatchWSGIMiddleware:
                  payload_sizes: bool = True) -> None:
         server_timing = flag(server_timing, "server_timing")
         payload_sizes = flag(payload_sizes, "payload_sizes")
+        from aiwatch.exposition import check_sample_directory
+
+        check_sample_directory()
         self.app = app
         self.recorder = resolve_recorder(recorder, {
             "service": service, "model": model, "registry": registry, "metrics": metrics,
@@ -295,7 +298,12 @@ class AiwatchWSGIMiddleware:
         if self._metrics_app is None:
             from aiwatch.exposition import make_wsgi_app
 
-            self._metrics_app = make_wsgi_app(self.metrics.registry)
+            try:
+                self._metrics_app = make_wsgi_app(self.metrics.registry)
+            except Exception as exc:  # PROMETHEUS_MULTIPROC_DIR made a file since: a 503 saying so, tried again next
+                record_error("metrics", exc, self.metrics)
+                start_response("503 Service Unavailable", [("Content-Type", "text/plain; charset=utf-8")])
+                return [f"aiwatch cannot serve /metrics: {exc}\n".encode()]
         return self._metrics_app(environ, start_response)
 
 
