@@ -2,7 +2,8 @@
 
 Every field has a default, so an empty config renders the committed files under ``alerts/``. A config file is YAML
 (or JSON) with the same nesting as these dataclasses; ``for`` is written ``for`` in the file. Every value that reaches
-the rules is checked, and a bad one is rejected with the dotted path of its key: unknown keys, wrong types, numbers
+the rules is checked, and a bad one is rejected with the dotted path of its key: unknown keys (with the known key
+closest to each, a misspelling's likely meaning), wrong types, numbers
 that are not finite or out of their range, durations Prometheus would not parse (or zero where a range needs one),
 regular expressions RE2 would not compile (:func:`aiwatch.promql.check_regex`), selectors that are not label
 matchers, strings that are not valid UTF-8. So a config that validates renders rules that pass
@@ -16,11 +17,13 @@ matchers, strings that are not valid UTF-8. So a config that validates renders r
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import math
 import re
 import typing
 import unicodedata
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -666,6 +669,26 @@ def _short(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
+def _did_you_mean(unknown: list[str], known: Iterable[str], path: str) -> str:
+    """`` (did you mean slo.availability_objective?)``: the known key closest to each unknown one (any case, by
+    :func:`difflib.get_close_matches`), with its dotted path; ``""`` when none is close.
+
+        >>> _did_you_mean(["availabilty"], ["availability_objective", "page"], "slo")
+        ' (did you mean slo.availability_objective?)'
+    """
+    by_lower = {key.lower(): key for key in known}
+    guesses = []
+    for key in unknown:
+        close = difflib.get_close_matches(key.lower(), by_lower, n=1)
+        if close:
+            guesses.append((key, f"{path}.{by_lower[close[0]]}" if path else by_lower[close[0]]))
+    if not guesses:
+        return ""
+    if len(unknown) == 1:
+        return f" (did you mean {guesses[0][1]}?)"
+    return " (did you mean " + ", ".join(f"{guess} for {key!r}" for key, guess in guesses) + "?)"
+
+
 def _build(cls: type[Any], data: Any, path: str) -> Any:
     if not isinstance(data, dict):
         raise ConfigError(f"{path or 'config'}: expected a mapping, got {type(data).__name__}")
@@ -674,7 +697,8 @@ def _build(cls: type[Any], data: Any, path: str) -> Any:
     unknown = sorted((k if isinstance(k, str) else _short(k) for k in data if k not in fields), key=str)
     if unknown:
         where = f"{path}: " if path else ""
-        raise ConfigError(f"{where}unknown key(s) {unknown}; known: {sorted(fields)}")
+        raise ConfigError(f"{where}unknown key(s) {unknown}{_did_you_mean(unknown, fields, path)}; "
+                          f"known: {sorted(fields)}")
     kwargs = {fields[k].name: _convert(hints[fields[k].name], v, f"{path}.{k}" if path else k)
               for k, v in data.items()}
     missing = [key for key, f in fields.items() if f.name not in kwargs and f.default is dataclasses.MISSING

@@ -344,6 +344,28 @@ def test_bad_config_names_the_key(data: Any, message: str) -> None:
     assert message in str(info.value)
 
 
+@pytest.mark.parametrize(("data", "message"), [
+    ({"slo": {"availabilty": 0.999}}, "slo: unknown key(s) ['availabilty'] (did you mean slo.availability_objective?)"),
+    ({"sloo": {}}, "unknown key(s) ['sloo'] (did you mean slo?)"),
+    ({"SLO": {}}, "unknown key(s) ['SLO'] (did you mean slo?)"),
+    ({"slo": {"page": {"windos": []}}}, "slo.page: unknown key(s) ['windos'] (did you mean slo.page.windows?)"),
+    ({"slo": {"page": {"windows": [{"long": "1h", "shrot": "5m", "factor": 14.4}]}}},
+     "slo.page.windows[0]: unknown key(s) ['shrot'] (did you mean slo.page.windows[0].short?)"),
+    ({"slo": {"latency_threshold": 0.3}}, "(did you mean slo.latency_threshold_seconds?)"),
+    ({"slo": {"availabilty": 0.999, "pag": {}, "zzz": 1}},
+     "(did you mean slo.availability_objective for 'availabilty', slo.page for 'pag'?); known: "),
+])
+def test_a_misspelled_key_is_refused_with_the_key_it_is_probably_meant_to_be(data: Any, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(data)
+    assert message in str(info.value)
+
+
+def test_a_key_like_no_known_one_gets_no_guess() -> None:
+    with pytest.raises(ConfigError, match=r"^slo: unknown key\(s\) \['zzz'\]; known: \['availability_objective'"):
+        config_from_dict({"slo": {"zzz": 1}})
+
+
 def test_defaults_round_trip_and_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["rules", "defaults"]) == 0
     printed = capsys.readouterr().out
