@@ -32,11 +32,12 @@ within the bounds: one type test and one chained comparison) and calls these fun
 
 from __future__ import annotations
 
+import logging
 import operator
 from typing import Any
 
 __all__ = ["MAX_COUNT", "MAX_SECONDS", "as_count", "as_elapsed", "as_real", "as_seconds", "as_timeout", "count",
-           "period", "seconds", "shown", "timeout"]
+           "period", "seconds", "shown", "timeout", "warn_implausible"]
 
 MAX_COUNT = 2**53
 """The largest count accepted: float64 holds every integer only up to 2**53."""
@@ -135,6 +136,30 @@ def period(value: Any, what: str) -> float:
     if not number:  # None, 0.0 or -0.0
         raise ValueError(f"{what} must be a number of seconds above 0 and at most 1e9, got {shown(value)}")
     return number
+
+
+#: the options :func:`warn_implausible` warned of, each once per process
+_implausible_warned: set[str] = set()
+
+
+def warn_implausible(seconds: float, what: str, *, above: float | None = None, below: float | None = None,
+                     effect: str) -> None:
+    """Log a warning, once per process for ``what``, when a setting in seconds is above ``above`` or below
+    ``below``: a value so far from what the option is for that it was probably meant in another unit (``5000``
+    meant as milliseconds where seconds are read). ``effect`` says what the value does. A warning, not a refusal:
+    the value may be meant.
+
+        >>> warn_implausible(0.005, "max_wait_seconds", above=1, effect="each request waits that long")  # no warning
+    """
+    if (above is None or seconds <= above) and (below is None or seconds >= below):
+        return
+    if what in _implausible_warned:
+        return
+    _implausible_warned.add(what)
+    side = f"above {above:g} s" if above is not None and seconds > above else f"below {below:g} s"
+    logging.getLogger("aiwatch").warning(
+        "aiwatch: %s is %g seconds, %s: %s. It is read in seconds: a value meant in milliseconds (or minutes) "
+        "is off by 1000 (or 60)", what, seconds, side, effect)
 
 
 def timeout(value: Any, what: str) -> float:

@@ -88,7 +88,9 @@ OTEL_SERVICE_NAME = EnvVar("OTEL_SERVICE_NAME", "",
 SLOW_THRESHOLD = EnvVar("AIWATCH_SLOW_THRESHOLD_SECONDS", "0.3",
                         "Requests slower than this many seconds count in the slow-request counters "
                         "(`aiwatch_slow_*`), the tail that `aiwatch diagnose` splits by phase. Set it to your latency "
-                        "objective (the rules config's `slo.latency_threshold_seconds`).")
+                        "objective (the rules config's `slo.latency_threshold_seconds`). Above 60 (the largest "
+                        "bucket of `aiwatch_request_duration_seconds`: `300` meant as milliseconds) it is kept and "
+                        "warned of once, as is `slow_threshold=` in code.")
 MAX_LABEL_VALUES = EnvVar("AIWATCH_MAX_LABEL_VALUES", "100",
                           "The cardinality guard's bound: distinct values kept per traffic label (`route`, `model`, "
                           "`phase`, `peer`, `feature`, `queue`, `cache`) per registry before new ones fold into "
@@ -233,7 +235,9 @@ MULTIPROCESS_DROP_DEAD = EnvVar(
     "made, when `aiwatch.instrument()` instruments an app, and when the WSGI middleware is made.")
 # --- signals ----------------------------------------------------------------------------------------------
 GPU_POLL_INTERVAL = EnvVar("AIWATCH_GPU_POLL_INTERVAL", "5",
-                           "Seconds between two NVML polls of `GpuPoller` / `GpuCollector` not given `interval=`.")
+                           "Seconds between two NVML polls of `GpuPoller` / `GpuCollector` not given `interval=`. "
+                           "Above 3600 (`5000` meant as milliseconds) it is kept and warned of once, as is "
+                           "`interval=` in code.")
 EVENT_LOOP_INTERVAL = EnvVar("AIWATCH_EVENT_LOOP_INTERVAL", "0.1",
                              "Seconds between two samples of the event loop's delay "
                              "(`aiwatch_event_loop_delay_seconds`) on each loop an ASGI or grpc.aio server serves "

@@ -57,14 +57,23 @@ from typing import Any, TypeVar, cast
 
 from opentelemetry import context, trace
 
-from aiwatch.amounts import MAX_COUNT, MAX_SECONDS, as_count, as_elapsed, as_seconds, period, shown
+from aiwatch.amounts import (
+    MAX_COUNT,
+    MAX_SECONDS,
+    as_count,
+    as_elapsed,
+    as_seconds,
+    period,
+    shown,
+    warn_implausible,
+)
 from aiwatch.amounts import seconds as seconds_of
 from aiwatch.cardinality import MAX_VALUE_LENGTH, OVERFLOW, LabelGuard, guard_for
 from aiwatch.env import SLOW_THRESHOLD, service_label
 from aiwatch.eventloop import loop_interval, watch
 from aiwatch.fastpath import adder, observe
 from aiwatch.forksafe import at_fork_in_child
-from aiwatch.metrics import Metrics, default_metrics
+from aiwatch.metrics import LATENCY_BUCKETS, Metrics, default_metrics
 from aiwatch.safety import logger, record_error
 from aiwatch.servertiming import MAX_LENGTH, OVERHEAD, TOTAL, fit, is_token, timing_tail
 from aiwatch.status import is_error_status
@@ -703,6 +712,10 @@ class RequestRecorder:
         given = SLOW_THRESHOLD.seconds() if slow_threshold is None else slow_threshold
         # a float: compared with every request's duration
         threshold = period(given, "slow_threshold" if slow_threshold is not None else SLOW_THRESHOLD.name)
+        warn_implausible(threshold, "slow_threshold" if slow_threshold is not None else SLOW_THRESHOLD.name,
+                         above=LATENCY_BUCKETS[-1],
+                         effect="the largest bucket of aiwatch_request_duration_seconds, so the slow-request "
+                                "counters count almost nothing, and no latency SLO of the rules can be set that high")
         #: Requests slower than this count in the slow-request counters (the tail diagnose splits).
         self.slow_threshold = threshold
         #: The end of every Server-Timing value: overhead, and the total with this service's name as its ``desc``.

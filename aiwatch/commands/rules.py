@@ -54,6 +54,8 @@ def run_render(args: argparse.Namespace) -> int:
                 if args.format == "prometheusrule" else ""
             print(f"{out / name} is out of date; run: aiwatch rules render{how} --out {out}", file=sys.stderr)
         return 1 if stale else 0
+    for warning in cfg.unit_warnings:
+        print(f"aiwatch rules: warning: {warning}", file=sys.stderr)
     if cfg.runbook_url_is_placeholder:
         print("aiwatch rules: warning: runbook_url is still the placeholder "
               f"{cfg.runbook_url!r}, so every alert's runbook link leads nowhere. Set runbook_url in the config to "

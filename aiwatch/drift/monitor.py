@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from aiwatch.amounts import as_count, period, shown
+from aiwatch.amounts import as_count, period, shown, warn_implausible
 from aiwatch.amounts import timeout as seconds_to_wait
 from aiwatch.cardinality import guard_for
 from aiwatch.deferred import at_scrape
@@ -71,6 +71,25 @@ ArrayMemoryError, or the OOM killer, at start-up."""
 #: from its row): a missing value is NaN there, so +inf (which a value never is: a non-finite value is missing) is
 #: free. The categorical window marks them INVALID, and a missing value MISSING. The report tells them apart.
 _NOT_A_VALUE = math.inf
+
+
+#: A drift ``interval`` outside these bounds (a second, an hour) is warned of: below, the window is evaluated more
+#: often than any scrape reads the gauges (``0.001``: a thousand evaluations a second); above, drift shows an hour
+#: or more late (``5000`` meant as milliseconds).
+SHORT_INTERVAL, LONG_INTERVAL = 1.0, 3600.0
+
+
+def _interval(value: float) -> float:
+    interval = period(value, "interval")
+    if interval < SHORT_INTERVAL:
+        warn_implausible(interval, "the drift monitor's interval", below=SHORT_INTERVAL,
+                         effect="every statistic of the window is recomputed that often, for gauges no scrape reads "
+                                "in between (the default is 60)")
+    else:
+        warn_implausible(interval, "the drift monitor's interval", above=LONG_INTERVAL,
+                         effect="the window is evaluated that rarely, so drift shows up to that late (the default is "
+                                "60)")
+    return interval
 
 
 class DriftMonitor:
@@ -124,7 +143,7 @@ class DriftMonitor:
         self._guard = guard_for(self.metrics)
         self.window_size = window_size
         self.window_seconds = None if window_seconds is None else period(window_seconds, "window_seconds")
-        self.interval = period(interval, "interval")
+        self.interval = _interval(interval)
         self.flush_interval = period(flush_interval, "flush_interval")
         self.options = options_of(options, option_kwargs)
         self.options.validate(profile)
@@ -639,7 +658,7 @@ class DriftMonitor:
             raise RuntimeError(f"the drift monitor of model {self.model!r} is closed: make a new one to monitor it "
                                "again")
         if interval is not None:
-            self.interval = period(interval, "interval")
+            self.interval = _interval(interval)
         # under the lock: calls at once from several threads (an app that starts its monitor at its first requests)
         # each started a thread, and stop() stopped only the last one; the others evaluated for good
         with self._start_lock:

@@ -366,6 +366,21 @@ class RulesConfig:
     meta: Meta = field(default_factory=Meta)
 
     @property
+    def unit_warnings(self) -> list[str]:
+        """A line for each p99 threshold at or above the largest bucket bound of the histogram its p99 is read from:
+        ``histogram_quantile`` reads no p99 above that bound, so the alert on it can never fire (``300`` meant as
+        milliseconds). Warned, not refused: a threshold set that high may be meant to keep the alert quiet."""
+        found = []
+        for key, metric, alert in _P99_THRESHOLDS:
+            threshold = getattr(self.latency, key)
+            top = (SPECS[metric].buckets or LATENCY_BUCKETS)[-1]
+            if threshold >= top:
+                found.append(f"latency.{key} is {threshold:g} seconds, at or above the largest bucket bound of "
+                             f"{metric} ({top:g} s): histogram_quantile reads no p99 above it, so {alert} can never "
+                             f"fire on it. Thresholds are in seconds ({threshold / 1000:g} for {threshold:g} ms)")
+        return found
+
+    @property
     def runbook_url_is_placeholder(self) -> bool:
         """True while ``runbook_url`` is still the default's placeholder (every runbook link goes nowhere)."""
         return self.runbook_url == RUNBOOK_URL_PLACEHOLDER
@@ -487,6 +502,15 @@ _DURATIONS = {"window", "windows", "degraded_window", "period", "long", "short",
               "psi_window", "instrumentation_window", "prediction_log_window", "prediction_log_recovery_window",
               "interval", "loop_stuck_window", "target_absent_lookback", "raw_window_max",
               "target_flapping_window", "memory_window"}
+
+
+#: (``latency`` key, the histogram its p99 is read from, the alert it sets) for :attr:`RulesConfig.unit_warnings`
+_P99_THRESHOLDS = (
+    ("model_p99_seconds", "aiwatch_phase_duration_seconds", "AiwatchModelLatencyHigh"),
+    ("non_model_p99_seconds", "aiwatch_phase_duration_seconds", "AiwatchNonModelLatencyHigh"),
+    ("network_p99_seconds", "aiwatch_network_duration_seconds", "AiwatchNetworkLatencyHigh"),
+    ("loop_delay_p99_seconds", "aiwatch_event_loop_delay_seconds", "AiwatchEventLoopDelayHigh"),
+)
 
 
 def _check_text(path: str, value: str) -> None:

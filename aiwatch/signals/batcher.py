@@ -72,7 +72,7 @@ from typing import Any, Generic, TypeVar, cast
 
 from prometheus_client import CollectorRegistry
 
-from aiwatch.amounts import MAX_SECONDS, as_seconds, as_timeout, shown
+from aiwatch.amounts import MAX_SECONDS, as_seconds, as_timeout, shown, warn_implausible
 from aiwatch.cardinality import guard_for
 from aiwatch.degradation import degraded
 from aiwatch.flags import flag
@@ -82,6 +82,9 @@ from aiwatch.timing import SharedWork, end_shared_work, record_phase, share_work
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+#: A ``max_wait_seconds`` above this (a second) is warned of: ``5`` meant as milliseconds holds each request 5 s.
+LONG_WAIT = 1.0
 
 _clock = time.perf_counter
 
@@ -146,6 +149,9 @@ class MicroBatcher(Generic[T, R]):
         if wait is None:
             raise ValueError(f"max_wait_seconds must be a finite number >= 0 (at most 1e9), got "
                              f"{shown(max_wait_seconds)}")
+        warn_implausible(wait, "max_wait_seconds", above=LONG_WAIT,
+                         effect="a request that finds the batch not full waits that long for it to fill (the default "
+                                "is 0.005)")
         self.fn = fn
         self.max_batch_size = max_batch_size
         self.max_wait_seconds = wait

@@ -70,7 +70,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from aiwatch._optional import require
-from aiwatch.amounts import MAX_SECONDS, as_timeout, period, shown
+from aiwatch.amounts import MAX_SECONDS, as_timeout, period, shown, warn_implausible
 from aiwatch.env import GPU_POLL_INTERVAL
 from aiwatch.exposition import multiprocess_enabled
 from aiwatch.flags import flag
@@ -286,10 +286,17 @@ def _text(value: Any) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
+#: A poll interval above this (an hour) is warned of: ``5000`` meant as milliseconds.
+LONG_INTERVAL = 3600.0
+
+
 def _interval(value: float | None) -> float:
-    if value is None:
-        return period(GPU_POLL_INTERVAL.seconds(), GPU_POLL_INTERVAL.name)
-    return period(value, "the GPU poll interval")
+    what = GPU_POLL_INTERVAL.name if value is None else "the GPU poll interval"
+    interval = period(GPU_POLL_INTERVAL.seconds() if value is None else value, what)
+    warn_implausible(interval, what, above=LONG_INTERVAL,
+                     effect="the GPU gauges are refreshed less than once an hour, stale between polls (a hung GPU "
+                            "is noticed after two intervals)")
+    return interval
 
 
 def _stop_timeout(timeout: Any, metrics: Metrics) -> float:

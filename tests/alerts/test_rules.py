@@ -606,6 +606,28 @@ def test_rendering_warns_while_the_runbook_url_is_the_placeholder(tmp_path: Path
     assert "runbook_url: https://wiki.example.com/oncall/AiwatchTargetDown" in text
 
 
+def test_a_p99_threshold_no_p99_can_reach_is_warned_of_not_refused(tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    # 300 meant as milliseconds: histogram_quantile reads no p99 above the largest bucket bound (60 s, 10 s for the
+    # loop delay), so the alert rendered silently and could never fire
+    config = tmp_path / "rules.json"
+    config.write_text(json.dumps({"runbook_url": "https://wiki.example.com/oncall/{alert}",
+                                  "latency": {"model_p99_seconds": 300, "network_p99_seconds": 0.1,
+                                              "loop_delay_p99_seconds": 10}}))
+    assert main(["rules", "render", "--config", str(config), "--out", str(tmp_path / "out")]) == 0
+    assert capsys.readouterr().err.splitlines() == [
+        "aiwatch rules: warning: latency.model_p99_seconds is 300 seconds, at or above the largest bucket bound of "
+        "aiwatch_phase_duration_seconds (60 s): histogram_quantile reads no p99 above it, so AiwatchModelLatencyHigh "
+        "can never fire on it. Thresholds are in seconds (0.3 for 300 ms)",
+        "aiwatch rules: warning: latency.loop_delay_p99_seconds is 10 seconds, at or above the largest bucket bound "
+        "of aiwatch_event_loop_delay_seconds (10 s): histogram_quantile reads no p99 above it, so "
+        "AiwatchEventLoopDelayHigh can never fire on it. Thresholds are in seconds (0.01 for 10 ms)"]
+    assert "service_model:aiwatch_model_latency_seconds:p99 > 300" in (tmp_path / "out" / ALERTING_FILE).read_text()
+    assert RulesConfig().unit_warnings == []
+    assert config_from_dict({"latency": {"non_model_p99_seconds": 30, "network_p99_seconds": 59.9}}).unit_warnings \
+        == []
+
+
 def test_runbook_pages_have_the_sections() -> None:
     degrade = ("Serve cached predictions", "Route to a smaller model", "Shed batch traffic")
     with_degrade = 0
