@@ -48,6 +48,7 @@ from aiwatch.amounts import period
 from aiwatch.drift.columns import is_text_type
 from aiwatch.drift.datasets import open_dataset, read_as_text, time_filter
 from aiwatch.drift.files import numbers_in_text
+from aiwatch.flags import flag
 from aiwatch.metrics import Metrics
 
 Kind = Literal["classifier", "regressor"]
@@ -623,6 +624,7 @@ def quality_report(log: str | os.PathLike[str], labels: Any, *, kind: Kind = "cl
     if not isinstance(na_labels, str) or na_labels not in ("missing", "class"):
         raise ValueError(f"na_labels must be 'missing' or 'class', got {na_labels!r}")
     window_seconds = period(window_seconds, "window_seconds")
+    by_version = flag(by_version, "by_version")
     pa = require("pyarrow", "data")
     pc = require("pyarrow.compute", "data")
     # a caller's own table may hold a request twice, which the join would count twice: its last label is kept

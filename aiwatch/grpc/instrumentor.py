@@ -114,7 +114,7 @@ class AiwatchGrpcInstrumentorClient(PatchingInstrumentor):
         recorder_options = _split(options, _CLIENT_OPTIONS, ("recorder", "propagate", "excluded_services"))
         #: the recorder every channel's interceptors record through
         self.recorder = resolve_client_recorder(options.get("recorder"), recorder_options)
-        self._propagate = bool(options.get("propagate", True))
+        self._propagate = flag(options.get("propagate", True), "propagate")
         self._excluded = ExcludedServices.resolve(options.get("excluded_services")).services
 
     def _targets(self) -> list[tuple[Any, str, Maker]]:

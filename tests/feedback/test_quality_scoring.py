@@ -322,3 +322,10 @@ def test_a_table_of_labels_that_holds_a_request_twice_counts_its_last_label_once
     labels = pa.table({"request_id": ["a", "b", "a"], "outcome": [0, 0, 1]})
     [window] = realised_quality(log, labels)
     assert (window.labelled, window.metrics["accuracy"]) == (2, 1.0)
+
+
+@pytest.mark.parametrize("report", [outcomes.quality_report, realised_quality])
+def test_a_string_by_version_is_refused_not_read_as_true(tmp_path: Path, report: object) -> None:
+    # "false" is true to Python: the windows were split per version, the operator having asked for them not to be
+    with pytest.raises(TypeError, match=r"^by_version must be True or False, got 'false' of type str$"):
+        report(tmp_path / "log", tmp_path / "labels.csv", by_version="false")  # type: ignore[operator]

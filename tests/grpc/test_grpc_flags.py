@@ -30,3 +30,10 @@ def test_a_client_interceptor_refuses_a_string_propagate(make: object) -> None:
 def test_the_server_instrumentor_refuses_a_string_server_timing() -> None:
     with pytest.raises(TypeError, match=r"^server_timing must be True or False, got 'false' of type str$"):
         AiwatchGrpcInstrumentorServer(registry=CollectorRegistry(), server_timing="false")
+
+
+def test_the_client_instrumentor_refuses_a_string_propagate() -> None:
+    from aiwatch import AiwatchGrpcInstrumentorClient
+
+    with pytest.raises(TypeError, match=r"^propagate must be True or False, got 'false' of type str$"):
+        AiwatchGrpcInstrumentorClient(registry=CollectorRegistry(), propagate="false")
