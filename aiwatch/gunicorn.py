@@ -29,6 +29,7 @@ from aiwatch.exposition import (
     fold_dead_process_files,
     hand_over_http_servers,
     multiprocess_dir,
+    multiprocess_directory_problem,
     multiprocess_enabled,
     multiprocess_misconfiguration,
     remove_dead_process_files,
@@ -44,8 +45,10 @@ def on_starting(server: Any) -> None:
     left in ``PROMETHEUS_MULTIPROC_DIR`` (:func:`~aiwatch.exposition.remove_dead_process_files`), so that a restart
     after a crash does not serve the dead run's requests as still in flight. A ``PROMETHEUS_MULTIPROC_DIR`` set but
     empty, or not set while gunicorn runs several workers, is logged as an error and counted (component
-    ``multiprocess``): the workers start, each serving only its own samples."""
-    problem = multiprocess_misconfiguration()
+    ``multiprocess``): the workers start, each serving only its own samples. One that is a file, or a directory
+    gunicorn's user cannot write to, is logged and counted the same (each worker's ``aiwatch.instrument()`` then
+    refuses it): the master had logged a bare FileExistsError."""
+    problem = multiprocess_misconfiguration() or multiprocess_directory_problem()
     if problem is not None:
         server.log.error("aiwatch: %s", problem)
         record_error("multiprocess", ValueError(problem))

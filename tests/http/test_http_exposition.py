@@ -347,6 +347,20 @@ def test_a_multiprocess_variable_set_but_empty_is_logged_and_counted_at_start(
     assert not multiprocess_enabled()
 
 
+def test_a_multiprocess_directory_that_is_a_file_is_logged_and_counted_at_start(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the master logged a bare FileExistsError(17, 'File exists') (its removal of dead files makes the directory)
+    (tmp_path / "a-file").write_text("")
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / "a-file"))
+    logged: list[tuple[object, ...]] = []
+    server = SimpleNamespace(log=SimpleNamespace(info=lambda *args: logged.append(args),
+                                                 error=lambda *args: logged.append(args)))
+    before = default_errors("multiprocess")
+    on_starting(server)
+    assert default_errors("multiprocess") == before + 1
+    assert len(logged) == 1 and str(logged[0][1]).startswith(
+        f"PROMETHEUS_MULTIPROC_DIR is {str(tmp_path / 'a-file')!r}, which is not a directory"), logged
+
 def default_errors(component: str) -> float:
     return default_metrics().registry.get_sample_value("aiwatch_instrumentation_errors_total",
                                                        {"component": component}) or 0.0
