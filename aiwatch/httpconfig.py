@@ -32,7 +32,6 @@ import re
 import socket
 import ssl
 import threading
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -41,6 +40,7 @@ from dataclasses import dataclass, fields
 from functools import cached_property
 from typing import Any
 
+from aiwatch import clock
 from aiwatch import env as _env
 from aiwatch.semconv import is_credential_name, redact_text
 
@@ -380,14 +380,14 @@ class TooLarge(ValueError):
 
 def read_body(resp: Any, started: float, timeout: float, limit: int, who: str) -> bytes:
     """The body of ``resp`` (an answer of :meth:`HTTPConfig.open`), read one socket read at a time until its end.
-    ``TimeoutError`` once ``timeout`` seconds have passed since ``started`` (``time.monotonic()``): each read is
-    bounded by the socket's timeout, but a server dripping a byte at a time could otherwise hold the reader for
-    ever. :class:`TooLarge` past ``limit`` bytes; http.client's ``IncompleteRead`` for a connection closed before
+    ``TimeoutError`` once ``timeout`` seconds have passed since ``started`` (:func:`aiwatch.clock.monotonic`): each
+    read is bounded by the socket's timeout, but a server dripping a byte at a time could otherwise hold the reader
+    for ever. :class:`TooLarge` past ``limit`` bytes; http.client's ``IncompleteRead`` for a connection closed before
     the length the answer declared. ``who`` (the server, or its URL) begins the errors' text."""
     chunks: list[bytes] = []
     size = 0
     while True:
-        if time.monotonic() - started > timeout:
+        if clock.monotonic() - started > timeout:
             raise TimeoutError(f"{who} did not finish its answer within {timeout:g} s")
         chunk = resp.read1(min(1 << 16, limit + 1 - size))  # one socket read: read() would wait for all it asked
         if not chunk:
@@ -405,7 +405,7 @@ def _origin(url: str) -> tuple[str, str, int | None]:
     return parts.scheme, (parts.hostname or "").lower(), parts.port
 
 
-_Armed = tuple[float, int, Callable[[], None]]  # deadline (time.monotonic()), order armed, cut-off
+_Armed = tuple[float, int, Callable[[], None]]  # deadline (clock.monotonic()), order armed, cut-off
 
 
 class _Watchdog:
@@ -430,7 +430,7 @@ class _Watchdog:
         """Runs ``cut_off`` on the watchdog's thread in ``delay`` seconds unless :meth:`disarm` is given the returned
         token first."""
         with self._wake:
-            entry = (time.monotonic() + delay, next(self._count), cut_off)
+            entry = (clock.monotonic() + delay, next(self._count), cut_off)
             heapq.heappush(self._heap, entry)
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name=self.NAME, daemon=True)
@@ -453,7 +453,7 @@ class _Watchdog:
     def _run(self) -> None:
         with self._wake:
             while True:
-                now = time.monotonic()
+                now = clock.monotonic()
                 while self._heap and self._heap[0][0] <= now:
                     cut_off = heapq.heappop(self._heap)[2]
                     try:

@@ -31,12 +31,12 @@ import json
 import math
 import ssl
 import threading
-import time
 import urllib.error
 import urllib.parse
 from email.utils import parsedate_to_datetime
 from typing import Any
 
+from aiwatch import clock
 from aiwatch.amounts import period
 from aiwatch.httpconfig import CredentialsError, HTTPConfig, TooLarge, read_body, refuse_credentials
 
@@ -105,7 +105,7 @@ class PrometheusAPI:
         #: half a second); ``None`` before one
         self.clock_offset: float | None = None
         self.http = http or HTTPConfig()
-        self._warnings: dict[str, float] = {}  # warning -> when it was last answered (time.monotonic())
+        self._warnings: dict[str, float] = {}  # warning -> when it was last answered (clock.monotonic())
         self._warnings_lock = threading.Lock()
 
     # --- transport ------------------------------------------------------------------------------------------
@@ -125,7 +125,7 @@ class PrometheusAPI:
         url = f"{self.url}{path}"
         if params:
             url += "?" + urllib.parse.urlencode(params)
-        started = time.monotonic()
+        started = clock.monotonic()
         what = f"{path} (query: {short(query)})" if query is not None else path
         try:
             with self.http.open(url, self.timeout) as resp:
@@ -170,17 +170,17 @@ class PrometheusAPI:
             sent = (date if date.tzinfo is not None else date.replace(tzinfo=datetime.UTC)).timestamp()
         except (TypeError, ValueError, OverflowError, AttributeError):
             return
-        self.clock_offset = sent + 0.5 - _wall()  # sent in that second: its middle
+        self.clock_offset = sent + 0.5 - clock.wall()  # sent in that second: its middle
 
     def warnings_since(self, since: float) -> list[str]:
         """The distinct warnings (a remote-read store that failed, a partial response) that successful answers
-        carried at or after ``since`` (a :func:`time.monotonic` reading: a wall clock stepped back during the
+        carried at or after ``since`` (a :func:`aiwatch.clock.monotonic` reading: a wall clock stepped back during the
         questions dated them before it), oldest first: what they said is incomplete."""
         with self._warnings_lock:
             return [text for text, when in self._warnings.items() if when >= since]
 
     def _keep_warnings(self, warnings: list[Any]) -> None:
-        now = time.monotonic()
+        now = clock.monotonic()
         with self._warnings_lock:
             for warning in warnings[:MAX_WARNINGS]:
                 text = short(warning if isinstance(warning, str) else repr(warning), WARNING_CHARS)
@@ -206,7 +206,7 @@ class PrometheusAPI:
 
     def _slow(self, what: str, started: float) -> PrometheusSlow:
         return PrometheusSlow(f"Prometheus at {self.url} is slow: {what} was not answered within {self.timeout:g} s "
-                              f"(gave up after {time.monotonic() - started:.1f} s)")
+                              f"(gave up after {clock.monotonic() - started:.1f} s)")
 
     def _http_error(self, exc: urllib.error.HTTPError, path: str, what: str, started: float) -> PrometheusError:
         try:  # the error text, if the body comes in time: the status alone is the answer otherwise
@@ -288,8 +288,6 @@ class PrometheusAPI:
                 out.append((labels(item.get("seriesLabels"), promql), kept))
         return out
 
-
-_wall = time.time  # this machine's clock, which PrometheusAPI.clock_offset compares Prometheus' with
 
 _AUTH_HINTS = {
     401: " (it wants credentials: a bearer token file, basic auth, or a client certificate)",

@@ -16,12 +16,12 @@ Prometheus text format, :mod:`prometheus_client.openmetrics.parser` when the ser
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as _openmetrics_families
 from prometheus_client.parser import text_string_to_metric_families as _text_families
 
+from aiwatch import clock
 from aiwatch.httpconfig import HTTPConfig, read_body
 
 LabelKey = tuple[tuple[str, str], ...]
@@ -99,7 +99,7 @@ def fetch_metrics(url: str, timeout: float = 5.0, labels: Mapping[str, str] | No
     """
     if max_bytes < 1:
         raise ValueError(f"max_bytes must be >= 1, got {max_bytes}")
-    started = time.monotonic()
+    started = clock.monotonic()
     with (http or HTTPConfig()).open(url, timeout, {"Accept": ACCEPT, **(headers or {})}) as resp:
         body = read_body(resp, started, timeout, max_bytes, url)
         content_type = resp.headers.get("Content-Type", "")

@@ -17,6 +17,7 @@ import sys
 import time
 from typing import Any
 
+from aiwatch import clock
 from aiwatch.commands._connection import add_connection_options, connection_from_args
 from aiwatch.promql import DEFAULT_AGGREGATION_LABELS
 
@@ -84,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
         source = _source(args, options)
     except ValueError as exc:
         return _fail(EXIT_USAGE, str(exc))
-    started = time.monotonic()  # warnings_since's: a wall clock stepped back mid-run dated them before it
+    started = clock.monotonic()  # warnings_since's: a wall clock stepped back mid-run dated them before it
     try:
         if args.scrape:
             _wait_for_windows(source, options)
@@ -183,15 +184,15 @@ def _wait_for_windows(source: Any, options: dict[str, Any]) -> None:
 
     interval, span = options["interval"], options["baseline"] + options["incident"]
     # the monotonic clock: the wall clock set back while it waited (NTP, a VM's resume) made the wait as much longer
-    began = time.monotonic()
+    began = clock.monotonic()
     source.scrape_once()
     if not any(h.up for h in source.health()):
         down = "; ".join(f"{h.url}: {h.error or 'no answer'}" for h in source.health())
         raise DiagnoseSourceError(f"no /metrics endpoint answered: {down}")
     print(f"{source.description} every {interval:g} s for {span:g} s (the baseline, then the incident "
           "window)...", file=sys.stderr, flush=True)
-    while time.monotonic() - began < span:
-        time.sleep(min(interval, max(0.0, span - (time.monotonic() - began))))
+    while clock.monotonic() - began < span:
+        time.sleep(min(interval, max(0.0, span - (clock.monotonic() - began))))
         source.scrape_once()
     options["at"] = source.now()
 

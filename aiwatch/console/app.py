@@ -22,13 +22,12 @@ a test (or an embedding app) can instead put a ready :class:`~aiwatch.console.so
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from aiwatch import runbooks
+from aiwatch import clock, runbooks
 from aiwatch._optional import require
 from aiwatch.console.config import ConsoleConfig, shared_source
 from aiwatch.console.pool import Prefetch
@@ -1329,7 +1328,7 @@ def main() -> None:
         del st.query_params[RUNBOOK_PARAM]
 
     def body() -> None:
-        started = time.monotonic()  # answer_warnings': a wall clock stepped back mid-refresh dated them before it
+        started = clock.monotonic()  # answer_warnings': a wall clock stepped back mid-refresh dated them before it
         if health_banner(src):
             notice = st.empty()  # above the panels, filled once they have asked their questions
             short = _SHORT_WINDOW.set(short_window_note(float(window), _scrape_interval(src)))

@@ -12,7 +12,7 @@ from dataclasses import replace
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from aiwatch import promapi
+from aiwatch import clock, promapi
 from aiwatch.amounts import period
 from aiwatch.console import queries as Q
 from aiwatch.console.pool import DaemonPool
@@ -227,7 +227,7 @@ class PrometheusSource(DataSource):
         over-time panels' last points were asked where Prometheus had no samples yet (a request rate falling to a
         quarter at the end of every chart) and, past the window, every service read as stopped."""
         offset = self.api.clock_offset
-        return promapi._wall() + (offset if offset is not None and abs(offset) >= CLOCK_OFFSET_SECONDS else 0.0)
+        return clock.wall() + (offset if offset is not None and abs(offset) >= CLOCK_OFFSET_SECONDS else 0.0)
 
     def window_totals(self, start: float, end: float) -> WindowTotals:
         from aiwatch.diagnose.sources import prometheus_totals

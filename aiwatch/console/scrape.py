@@ -27,7 +27,6 @@ import bisect
 import http.client
 import math
 import threading
-import time
 import urllib.error
 import urllib.parse
 from array import array
@@ -39,6 +38,7 @@ from functools import partial
 from itertools import pairwise
 from typing import TYPE_CHECKING
 
+from aiwatch import clock
 from aiwatch.amounts import period
 from aiwatch.console import queries as Q
 from aiwatch.console.pool import DaemonPool
@@ -86,8 +86,6 @@ from aiwatch.scrape import LabelKey, fetch_metrics, parse_metrics, restart_group
 from aiwatch.scrape import Samples as Scraped
 from aiwatch.status import is_error_status
 from aiwatch.traffic import REALTIME
-
-_wall = time.time  # the one wall clock the history's times are read on (ScrapeSource._stamp)
 
 #: How far back the wall clock must be set between two readings for the history to be moved back with it
 #: (:meth:`ScrapeSource._stamp`): more than the two readings' own jitter.
@@ -416,9 +414,9 @@ class ScrapeSource(DataSource):
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            began = time.monotonic()
+            began = clock.monotonic()
             self._start_scrapes()
-            self._stop.wait(max(0.0, self.interval - (time.monotonic() - began)))
+            self._stop.wait(max(0.0, self.interval - (clock.monotonic() - began)))
 
     def scrape_once(self) -> None:
         """Scrape every endpoint once, at once, and append the results to the history (an endpoint whose scrape is
@@ -509,7 +507,7 @@ class ScrapeSource(DataSource):
         dropped as older than it, and the console showed that scrape for as long as the step (an endpoint that went
         down as up, the rates of then as now)."""
         with self._lock:
-            wall, steady = _wall(), time.monotonic()
+            wall, steady = clock.wall(), clock.monotonic()
             if self._read is not None:
                 back = self._read[0] + (steady - self._read[1]) - wall
                 if back > CLOCK_STEP_SECONDS:

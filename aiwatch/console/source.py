@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import functools
 import math
-import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
+
+from aiwatch import clock
 
 # the results of journal recovery are the metrics contract's (RECOVERY_RESULTS, in the order the console shows them)
 from aiwatch.metrics import RECOVERY_RESULTS as RECOVERY_RESULTS
@@ -468,7 +469,7 @@ class DataSource(ABC):
     def now(self) -> float:
         """Now on the clock of the source's times, which the questions of now are asked at and their answers' times
         compared with (:func:`current`): this machine's, unless the source keeps its own."""
-        return time.time()
+        return clock.wall()
 
     def latest_point_age(self) -> float | None:
         """The most seconds before a question was asked that the last point of an over-time answer's series still
@@ -478,7 +479,7 @@ class DataSource(ABC):
         return None
 
     def answer_warnings(self, since: float) -> list[str]:
-        """What the source warned about the answers it gave at or after ``since`` (a :func:`time.monotonic`
+        """What the source warned about the answers it gave at or after ``since`` (a :func:`aiwatch.clock.monotonic`
         reading): a Prometheus remote-read store that failed, a Thanos or Mimir partial response. The answers are
         incomplete then."""
         return []

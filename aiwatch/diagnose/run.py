@@ -8,17 +8,15 @@ implementation behind ``aiwatch diagnose``, the console's Latency view and any s
 
 from __future__ import annotations
 
-import time
 from collections.abc import Collection
 
+from aiwatch import clock as _clock  # not `clock`: windows() names the clock it reads by that
 from aiwatch.console.source import SourceError
 from aiwatch.diagnose.report import DEFAULT_MODEL_PHASES, DiagnoseError, Diagnosis, diagnose_windows
 from aiwatch.diagnose.sources import WindowSource
 from aiwatch.diagnose.timeargs import format_time, not_in_future
 from aiwatch.diagnose.window import WindowTotals
 from aiwatch.promapi import PrometheusError
-
-_wall = time.time  # this machine's clock, for a source without its own (:func:`_now`)
 
 #: The incident window's default length: the last 5 minutes.
 DEFAULT_INCIDENT = 300.0
@@ -46,7 +44,7 @@ def windows(incident: float = DEFAULT_INCIDENT, baseline: float = DEFAULT_BASELI
     if not incident > 0 or not baseline > 0:
         raise ValueError(f"windows must be positive, got incident={incident} baseline={baseline}")
     if now is None:
-        now, clock = _wall(), "this machine's clock"
+        now, clock = _clock.wall(), "this machine's clock"
     end = now if at is None else not_in_future(at, now, clock)
     return (end - incident - baseline, end - incident), (end - incident, end)
 

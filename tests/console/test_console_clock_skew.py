@@ -1,6 +1,6 @@
 """The console on a machine whose clock runs ahead of Prometheus' (no NTP in a container, a VM resumed): its questions
-of now are asked at Prometheus' now, where its samples end. This machine's clock is set ahead where the Prometheus
-source reads it (``aiwatch.promapi._wall``); Prometheus and the service are real."""
+of now are asked at Prometheus' now, where its samples end. This machine's clock is set ahead where aiwatch reads it
+(``aiwatch.clock.wall``); Prometheus and the service are real."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from aiwatch import promapi
+from aiwatch import clock
 from aiwatch.console import PrometheusSource
 from tests.console.conftest import WINDOW, Stack, run_view, texts
 from tests.console.test_console_prediction_log import RECOVERY_BANNER
@@ -29,7 +29,7 @@ def test_a_clock_ahead_of_prometheus_still_shows_the_traffic_of_now(stack: Stack
     level = latency_tiles(PrometheusSource(stack.prom.url, span=60, points=30))
     assert level and all(value != "—" for _, value in level), level
 
-    monkeypatch.setattr(promapi, "_wall", lambda: time.time() + AHEAD)
+    monkeypatch.setattr(clock, "wall", lambda: time.time() + AHEAD)
     src = PrometheusSource(stack.prom.url, span=60, points=30)
     # the last 30 s of each chart were asked where Prometheus had no samples yet (rates over a 5 s window of
     # nothing: no point there), so every series ended 30 s before now, longer ago than the window, as a service's
@@ -47,13 +47,7 @@ def test_a_recovery_minutes_old_stays_red_on_a_console_whose_clock_runs_hours_ah
     """The journals the workload's sink tore or set aside at its start, counted minutes ago: the banner compared their
     time with this machine's clock, two hours ahead, and showed them as counted over an hour ago (the yellow
     warning), while AiwatchPredictionLogRecoveryIncomplete fired. It reads Prometheus' now."""
-    real = time.time
-
-    def ahead() -> float:
-        return real() + 2 * 3600.0
-
-    monkeypatch.setattr(time, "time", ahead)  # this machine's clock, wherever it is read
-    monkeypatch.setattr(promapi, "_wall", ahead)
+    monkeypatch.setattr(clock, "wall", lambda: time.time() + 2 * 3600.0)
     src = PrometheusSource(stack.prom.url, span=60, points=30)
     wait_until(lambda: any(r.last for r in src.prediction_log_recovery()), 20, what="journal recovery times")
     at = run_view(src, "Drift")

@@ -1,6 +1,6 @@
 """The embedded scraper's history when the wall clock is set back (an NTP step, a VM's resume, a container's clock set
 right): its scrapes go on being recorded, and the console shows the endpoint as it is now. The wall clock is stepped
-where the scraper reads it (``aiwatch.console.scrape._wall``); the endpoint is a real one."""
+where aiwatch reads it (``aiwatch.clock.wall``); the endpoint is a real one."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import time
 
 import pytest
 
+from aiwatch import clock
 from aiwatch.console import ScrapeSource
-from aiwatch.console import scrape as scrape_module
 from aiwatch.metrics import Metrics
 from tests.console.endpoints import live_endpoint
 
@@ -30,7 +30,7 @@ def test_a_wall_clock_set_back_keeps_the_scrapes_and_shows_the_endpoint_down(
             time.sleep(0.3)
         assert src.throughput(2.0), "the endpoint's request rate before the step"
 
-        monkeypatch.setattr(scrape_module, "_wall", lambda: time.time() - STEP)
+        monkeypatch.setattr(clock, "wall", lambda: time.time() - STEP)
         src.scrape_once()
         time.sleep(0.3)
         after_step = src.throughput(2.0)

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry, Gauge
 
+from aiwatch import clock
 from aiwatch.cli import main
 from aiwatch.diagnose import PrometheusWindows, diagnose
 from aiwatch.exposition import start_http_server
@@ -277,15 +278,13 @@ def test_scrape_mode_across_a_wall_clock_set_back_diagnoses_both_windows(capsys:
     # the wall clock set back an hour (an NTP step, a VM's resume) while the baseline is scraped, where the embedded
     # scraper reads it: its scrapes after the step were dropped as older than the last before it (the incident
     # window held none: exit 4)
-    from aiwatch.console import scrape
-
     readings = []
 
     def wall() -> float:  # set back after the third scrape (of one endpoint), 1 s into the baseline
         readings.append(None)
         return time.time() - (3600.0 if len(readings) > 3 else 0.0)
 
-    monkeypatch.setattr(scrape, "_wall", wall)
+    monkeypatch.setattr(clock, "wall", wall)
     with serve(features=2, gpus=0, interval=0.1) as svc:
         code, out, err = run(capsys, "--scrape", svc["url"], "--baseline", "2s", "--incident", "2s", "--interval",
                              "0.5s", "--json")
@@ -314,10 +313,10 @@ def test_an_answer_prometheus_marks_incomplete_is_diagnosed_with_its_warning(cap
         assert "Prometheus warned that its answers may be incomplete: remote_read: " in one_clear_line(err)
         # the wall clock stepped back an hour (an NTP step, a VM's resume) once the run asked its first question:
         # the warnings, dated on it, fell before the run's start and were dropped
-        real, query = time.time, PrometheusAPI.query
+        query = PrometheusAPI.query
 
         def stepped_back(self: PrometheusAPI, promql: str, *args: Any, **kwargs: Any) -> Any:
-            monkeypatch.setattr(time, "time", lambda: real() - 3600)
+            monkeypatch.setattr(clock, "wall", lambda: time.time() - 3600)
             return query(self, promql, *args, **kwargs)
 
         monkeypatch.setattr(PrometheusAPI, "query", stepped_back)

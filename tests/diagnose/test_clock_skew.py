@@ -1,7 +1,7 @@
 """``aiwatch diagnose`` on a machine whose clock runs ahead of Prometheus' or behind it (no NTP in a container, a VM
 resumed): the windows of now end at Prometheus' now, where its samples end, and ``--at`` is checked against it, not
-against this machine's clock. That clock is set ahead or behind where aiwatch reads it
-(``aiwatch.diagnose.run._wall``, ``aiwatch.promapi._wall``); Prometheus and the service are real."""
+against this machine's clock. That clock is set ahead or behind where aiwatch reads it (``aiwatch.clock.wall``);
+Prometheus and the service are real."""
 
 from __future__ import annotations
 
@@ -9,9 +9,8 @@ import time
 
 import pytest
 
-from aiwatch import promapi
+from aiwatch import clock
 from aiwatch.diagnose import PrometheusWindows, diagnose
-from aiwatch.diagnose import run as run_module
 from aiwatch.diagnose.timeargs import FutureTimeError
 from tests.console.workload import serve
 from tests.servers import prometheus
@@ -28,7 +27,7 @@ def test_a_clock_ahead_of_prometheus_does_not_cut_the_incident_windows_rate(monk
         time.sleep(2 * WINDOW + 2)  # Prometheus holds both windows
         source = PrometheusWindows(prom.url)
         level = diagnose(source, "gateway", incident=WINDOW, baseline=WINDOW)
-        monkeypatch.setattr(run_module, "_wall", lambda: time.time() + AHEAD)
+        monkeypatch.setattr(clock, "wall", lambda: time.time() + AHEAD)
         ahead = diagnose(source, "gateway", incident=WINDOW, baseline=WINDOW)
 
     for d in (level, ahead):
@@ -48,13 +47,11 @@ def test_an_at_is_checked_against_prometheus_clock_not_this_machines(monkeypatch
         time.sleep(2 * WINDOW + 2)
         source = PrometheusWindows(prom.url)
         behind = lambda: time.time() - 60.0  # noqa: E731
-        monkeypatch.setattr(run_module, "_wall", behind)
-        monkeypatch.setattr(promapi, "_wall", behind)
+        monkeypatch.setattr(clock, "wall", behind)
         active_at = source.api.server_time() - 3
         d = diagnose(source, "gateway", incident=WINDOW, baseline=WINDOW, at=active_at)
         ahead = lambda: time.time() + 60.0  # noqa: E731
-        monkeypatch.setattr(run_module, "_wall", ahead)
-        monkeypatch.setattr(promapi, "_wall", ahead)
+        monkeypatch.setattr(clock, "wall", ahead)
         with pytest.raises(FutureTimeError, match=r"30 s after now \(.* on Prometheus' clock\)"):
             diagnose(source, "gateway", incident=WINDOW, baseline=WINDOW, at=source.api.server_time() + 30)
 
