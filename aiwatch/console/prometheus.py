@@ -25,6 +25,8 @@ from aiwatch.console.source import (
     NETWORK_CLAMPED,
     OVERHEAD_CLAMPED,
     QUANTILES,
+    RECOVERY_SEEN_SPAN,
+    RECOVERY_SEEN_STEP,
     UNCLOSED,
     UNMEASURED,
     AlertRow,
@@ -477,12 +479,24 @@ class PrometheusSource(DataSource):
         return self.range(self.q.prediction_log_records(duration(window)))
 
     def prediction_log_recovery(self) -> list[RecoveryRow]:
-        files, records, last = self._all([partial(self.instant, self.q.prediction_log_recovery_files()),
-                                          partial(self.instant, self.q.prediction_log_recovered_records()),
-                                          partial(self.instant, self.q.prediction_log_recovery_last())])
+        """The rows' times are when Prometheus first saw each latest count, on its clock: the gauge's value is the
+        time on the app host's clock, and one two hours behind Prometheus' showed a journal torn minutes before as
+        counted two hours ago (the yellow banner) while AiwatchPredictionLogRecoveryIncomplete, which times its window
+        by when Prometheus saw the value change, fired. A value Prometheus held all through
+        :data:`~aiwatch.console.source.RECOVERY_SEEN_SPAN` keeps the app's time, at most the span's start."""
+        files, records, last, seen = self._all([
+            partial(self.instant, self.q.prediction_log_recovery_files()),
+            partial(self.instant, self.q.prediction_log_recovered_records()),
+            partial(self.instant, self.q.prediction_log_recovery_last()),
+            partial(self.instant, self.q.prediction_log_recovery_seen())])
+        stamps = {(lb.get("log", ""), lb.get("result", "")): v for lb, v in last}
+        held_all_span = self.now() - RECOVERY_SEEN_SPAN + 2 * RECOVERY_SEEN_STEP
+        for labels, first in seen:
+            key = (labels.get("log", ""), labels.get("result", ""))
+            if key in stamps:
+                stamps[key] = first if first > held_all_span else min(stamps[key], first)
         return recovery_rows({(lb.get("log", ""), lb.get("result", "")): v for lb, v in files},
-                             {lb.get("log", ""): v for lb, v in records},
-                             {(lb.get("log", ""), lb.get("result", "")): v for lb, v in last})
+                             {lb.get("log", ""): v for lb, v in records}, stamps)
 
     def instrumentation_errors(self, window: float) -> list[Series]:
         return self.range(self.q.instrumentation_errors(duration(window)))

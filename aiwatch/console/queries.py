@@ -24,7 +24,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TypeAlias
 
-from aiwatch.console.source import EVERY_GPU_UP_TO, GPU_ATTENTION, GPU_FLEET_READINGS
+from aiwatch.console.source import (
+    EVERY_GPU_UP_TO,
+    GPU_ATTENTION,
+    GPU_FLEET_READINGS,
+    RECOVERY_SEEN_SPAN,
+    RECOVERY_SEEN_STEP,
+    duration,
+)
 from aiwatch.drift.promql import (
     FEATURE_INVALID,
     FEATURE_MISSING,
@@ -510,6 +517,17 @@ class PanelQueries:
         """When the sinks of each prediction ``log`` last counted a journal by ``result`` (torn, set_aside,
         failed), unix seconds, the latest over replicas."""
         return by("max", self._by("log", "result"), series(PREDICTION_LOG_RECOVERY_LAST, *self._m()))
+
+    def prediction_log_recovery_seen(self) -> str:
+        """When Prometheus first saw the time each prediction ``log``'s sinks last counted a journal by ``result``
+        (the value :meth:`prediction_log_recovery_last` reads now), on Prometheus' clock and to a minute after, the
+        latest over replicas: what AiwatchPredictionLogRecoveryIncomplete times its window by. The start of the
+        :data:`~aiwatch.console.source.RECOVERY_SEEN_SPAN` for a value held all through it."""
+        last = series(PREDICTION_LOG_RECOVERY_LAST, *self._m())
+        # the subquery's steps are whole minutes: a value first seen after the latest one has its sample's time
+        seen = (f"min_over_time(timestamp({last} == {last} @ end())"
+                f"[{duration(RECOVERY_SEEN_SPAN)}:{duration(RECOVERY_SEEN_STEP)}])")
+        return by("max", self._by("log", "result"), f"({seen} or timestamp({last}))")
 
     def prediction_log_forced_rotations(self, w: str) -> str:
         """Files per second the ParquetSinks of each prediction ``log`` completed early because ``max_open_files``

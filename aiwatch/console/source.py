@@ -322,8 +322,9 @@ class RecoveryRow:
     files: dict[str, float]
     records: float | None
     #: Per result, the unix time one of the log's sinks last counted a file with it, the latest over replicas
-    #: (``aiwatch_prediction_log_recovery_last_timestamp_seconds``: torn, set_aside and failed only); a result
-    #: without one is left out (none counted, or an app older than that gauge).
+    #: (``aiwatch_prediction_log_recovery_last_timestamp_seconds``: torn, set_aside and failed only; a Prometheus
+    #: source gives when Prometheus first saw that time, on its own clock, as the source's :meth:`DataSource.now`);
+    #: a result without one is left out (none counted, or an app older than that gauge).
     last: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -820,6 +821,10 @@ def quality_rows(values: dict[tuple[str, str], float], objectives: dict[tuple[st
 #: Seconds after which the console shows a journal torn, set aside or failed as old: the default
 #: ``meta.prediction_log_recovery_window`` of AiwatchPredictionLogRecoveryIncomplete (1h), after which it stops firing.
 RECOVERY_RECENT_SECONDS = 3600.0
+#: How far back (seconds), and to what step, a Prometheus source looks for when it first saw a log's latest recovery
+#: time (:meth:`~aiwatch.console.queries.PanelQueries.prediction_log_recovery_seen`): the alert's lookback (a day, far
+#: wider than an app host's clock hours off Prometheus'), to the banner's minute.
+RECOVERY_SEEN_SPAN, RECOVERY_SEEN_STEP = 86400.0, 60.0
 
 
 def recovery_rows(files: dict[tuple[str, str], float], records: dict[str, float],

@@ -13,7 +13,8 @@ from aiwatch import clock
 from aiwatch.console import PrometheusSource
 from tests.console.conftest import WINDOW, Stack, run_view, texts
 from tests.console.test_console_prediction_log import RECOVERY_BANNER
-from tests.servers import wait_until
+from tests.console.workload import serve
+from tests.servers import prometheus, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("console_env")]
 
@@ -55,4 +56,19 @@ def test_a_recovery_minutes_old_stays_red_on_a_console_whose_clock_runs_hours_ah
     assert len(red) == 1, (texts(at.error), texts(at.warning))
     banner = red[0]
     assert re.search(r"1 torn \(last (under a minute|\d+ min) ago\)", banner), banner
+    assert not [t for t in texts(at.warning) if t.startswith("Prediction log journals not recovered, last counted")]
+
+
+def test_a_recovery_minutes_old_stays_red_when_the_apps_clock_runs_hours_behind_prometheus() -> None:
+    """The app's sink stamps aiwatch_prediction_log_recovery_last_timestamp_seconds on its host's clock, here two
+    hours behind Prometheus' (and this machine's): the banner read the journals torn and set aside at its start,
+    minutes ago, as counted two hours ago (the yellow warning) while AiwatchPredictionLogRecoveryIncomplete, which
+    times its window by when Prometheus saw the value change, fired. It reads when Prometheus first saw the count."""
+    with serve(features=2, gpus=0, interval=0.2, clock_offset=-2 * 3600.0) as svc, prometheus([svc["target"]]) as prom:
+        src = PrometheusSource(prom.url, span=60, points=30)
+        wait_until(lambda: any(r.last for r in src.prediction_log_recovery()), 20, what="journal recovery times")
+        at = run_view(src, "Drift")
+    red = [t for t in texts(at.error) if t.startswith(RECOVERY_BANNER)]
+    assert len(red) == 1, (texts(at.error), texts(at.warning))
+    assert re.search(r"1 torn \(last (under a minute|\d+ min) ago\)", red[0]), red[0]
     assert not [t for t in texts(at.warning) if t.startswith("Prediction log journals not recovered, last counted")]

@@ -302,16 +302,19 @@ class _BetweenSteps:
 
 @contextmanager
 def serve(features: int = 5, gpus: int = 2, interval: float = 0.2,
-          requests: int = REQUESTS) -> Iterator[dict[str, Any]]:
+          requests: int = REQUESTS, clock_offset: float = 0.0) -> Iterator[dict[str, Any]]:
     """A real ``/metrics`` endpoint on loopback with traffic recorded every ``interval`` seconds, served by the
     workload in a process of its own, as a service would be: its prediction log's failing sink and its label folds
     are counted and logged through aiwatch's process-wide error limiter (:mod:`aiwatch.safety`), which must never
     see them in the tests that share this pytest process.
 
+    ``clock_offset``: seconds the process' wall clock (``time.time``) runs ahead of the machine's (behind: negative),
+    as on an app host whose clock is not Prometheus'.
+
     Yields ``{"url", "target", "process"}``; ``target`` is ``host:port`` for Prometheus.
     """
     args = [sys.executable, "-m", "tests.console.workload", "--features", str(features), "--gpus", str(gpus),
-            "--interval", str(interval), "--requests", str(requests)]
+            "--interval", str(interval), "--requests", str(requests), "--clock-offset", str(clock_offset)]
     proc = subprocess.Popen(args, cwd=REPO, env=python_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, text=True)
     try:
@@ -361,5 +364,9 @@ if __name__ == "__main__":
     parser.add_argument("--gpus", type=int, default=2)
     parser.add_argument("--interval", type=float, default=0.2)
     parser.add_argument("--requests", type=int, default=REQUESTS)
+    parser.add_argument("--clock-offset", type=float, default=0.0)
     options = parser.parse_args()
+    if options.clock_offset:
+        machine = time.time
+        time.time = lambda: machine() + options.clock_offset  # the whole process's wall clock, as on its host
     _run(options.features, options.gpus, options.interval, options.requests)
