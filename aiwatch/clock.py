@@ -14,7 +14,14 @@ Callers read them through the module (``clock.wall()``, never ``from aiwatch.clo
 
 from __future__ import annotations
 
+import datetime
 import time
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+#: The smallest offset between two machines' clocks, read from a ``Date`` header (:func:`answer_offset`), worth
+#: correcting a time by: less is within a scrape interval, and within what the header's whole seconds can tell.
+OFFSET_SECONDS = 2.0
 
 
 def wall() -> float:
@@ -26,3 +33,15 @@ def monotonic() -> float:
     """Seconds on a clock that never goes back (:func:`time.monotonic`): only differences of two readings mean
     anything."""
     return time.monotonic()
+
+
+def answer_offset(resp: Any) -> float | None:
+    """The answering server's wall clock minus this machine's (:func:`wall`), from the ``Date`` of an HTTP answer
+    whose headers were just read: to within half a second (the header has whole seconds) and the answer's travel.
+    ``None`` for an answer without one, or with one that is no date (a proxy's)."""
+    try:
+        date = parsedate_to_datetime(resp.headers.get("Date", ""))
+        sent = (date if date.tzinfo is not None else date.replace(tzinfo=datetime.UTC)).timestamp()
+    except (TypeError, ValueError, OverflowError, AttributeError):
+        return None
+    return sent + 0.5 - wall()  # sent in that second: its middle

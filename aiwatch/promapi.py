@@ -25,7 +25,6 @@ proxy, Thanos, or a multi-tenant Mimir (``HTTPConfig(tenant="team-a")`` sends ``
 
 from __future__ import annotations
 
-import datetime
 import http.client
 import json
 import math
@@ -33,7 +32,6 @@ import ssl
 import threading
 import urllib.error
 import urllib.parse
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 from aiwatch import clock
@@ -165,12 +163,9 @@ class PrometheusAPI:
     def _read_clock(self, resp: Any) -> None:
         """Keep :attr:`clock_offset` from the answer's ``Date`` (sent with its headers, just read); an answer without
         one, or with one that is no date (a proxy's), leaves it as it was."""
-        try:
-            date = parsedate_to_datetime(resp.headers.get("Date", ""))
-            sent = (date if date.tzinfo is not None else date.replace(tzinfo=datetime.UTC)).timestamp()
-        except (TypeError, ValueError, OverflowError, AttributeError):
-            return
-        self.clock_offset = sent + 0.5 - clock.wall()  # sent in that second: its middle
+        offset = clock.answer_offset(resp)
+        if offset is not None:
+            self.clock_offset = offset
 
     def warnings_since(self, since: float) -> list[str]:
         """The distinct warnings (a remote-read store that failed, a partial response) that successful answers

@@ -97,10 +97,19 @@ def fetch_metrics(url: str, timeout: float = 5.0, labels: Mapping[str, str] | No
     that cannot be read), http.client's ``HTTPException`` for a broken answer, or ``ValueError`` for an answer
     larger than ``max_bytes`` (:class:`~aiwatch.httpconfig.TooLarge`) and the parser's.
     """
+    return fetch_metrics_dated(url, timeout, labels, headers, http, max_bytes)[0]
+
+
+def fetch_metrics_dated(url: str, timeout: float = 5.0, labels: Mapping[str, str] | None = None,
+                        headers: Mapping[str, str] | None = None, http: HTTPConfig | None = None,
+                        max_bytes: int = 32 * 2**20) -> tuple[Samples, float | None]:
+    """:func:`fetch_metrics`, and the endpoint's clock minus this machine's from its answer's ``Date``
+    (:func:`aiwatch.clock.answer_offset`; ``None`` without one): the times an app exports are on its host's clock."""
     if max_bytes < 1:
         raise ValueError(f"max_bytes must be >= 1, got {max_bytes}")
     started = clock.monotonic()
     with (http or HTTPConfig()).open(url, timeout, {"Accept": ACCEPT, **(headers or {})}) as resp:
+        offset = clock.answer_offset(resp)
         body = read_body(resp, started, timeout, max_bytes, url)
         content_type = resp.headers.get("Content-Type", "")
-    return parse_metrics(body.decode("utf-8", errors="replace"), content_type, labels)
+    return parse_metrics(body.decode("utf-8", errors="replace"), content_type, labels), offset

@@ -49,3 +49,17 @@ def test_a_patched_wall_clock_is_what_the_sources_read(monkeypatch: pytest.Monke
     assert PrometheusSource("http://127.0.0.1:9").now() == 1_000_000.0
     assert windows(10, 20) == ((999_970.0, 999_990.0), (999_990.0, 1_000_000.0))
 
+
+
+class Answer:
+    def __init__(self, **headers: str) -> None:
+        self.headers = headers
+
+
+def test_an_answers_date_gives_the_servers_clock_offset(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(clock, "wall", lambda: 1_000_000_000.25)  # 2001-09-09 01:46:40.25 UTC
+    assert clock.answer_offset(Answer(Date="Sun, 09 Sep 2001 01:46:40 GMT")) == 0.25  # sent in that second's middle
+    assert clock.answer_offset(Answer(Date="Sat, 08 Sep 2001 23:46:40 GMT")) == -7200 + 0.25
+    assert clock.answer_offset(Answer(Date="Sun, 09 Sep 2001 01:46:40")) == 0.25  # no zone: GMT, as HTTP's are
+    for broken in (Answer(), Answer(Date=""), Answer(Date="yesterday"), object()):
+        assert clock.answer_offset(broken) is None

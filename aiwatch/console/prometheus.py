@@ -71,9 +71,6 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-#: The smallest offset between this machine's clock and Prometheus' that :meth:`PrometheusSource.now` corrects: less
-#: is within a scrape interval, and within what the ``Date`` header's whole seconds can tell.
-CLOCK_OFFSET_SECONDS = 2.0
 RangeAnswer = list[tuple[dict[str, str], list[tuple[float, float]]]]
 Buckets = dict[tuple[frozenset[tuple[str, str]], float], list[tuple[float, float]]]
 """Buckets of a histogram's rates over time: ``(upper bound, count)`` per (label set without ``le``, time)."""
@@ -225,11 +222,11 @@ class PrometheusSource(DataSource):
     def now(self) -> float:
         """Now on Prometheus' clock, which the questions of now are asked at: this machine's clock plus the offset the
         ``Date`` of Prometheus' latest answer showed (:attr:`~aiwatch.promapi.PrometheusAPI.clock_offset`), where it
-        is :data:`CLOCK_OFFSET_SECONDS` or more (the header has whole seconds). With this machine's clock ahead, the
-        over-time panels' last points were asked where Prometheus had no samples yet (a request rate falling to a
-        quarter at the end of every chart) and, past the window, every service read as stopped."""
+        is :data:`aiwatch.clock.OFFSET_SECONDS` or more (the header has whole seconds). With this machine's clock
+        ahead, the over-time panels' last points were asked where Prometheus had no samples yet (a request rate
+        falling to a quarter at the end of every chart) and, past the window, every service read as stopped."""
         offset = self.api.clock_offset
-        return clock.wall() + (offset if offset is not None and abs(offset) >= CLOCK_OFFSET_SECONDS else 0.0)
+        return clock.wall() + (offset if offset is not None and abs(offset) >= clock.OFFSET_SECONDS else 0.0)
 
     def window_totals(self, start: float, end: float) -> WindowTotals:
         from aiwatch.diagnose.sources import prometheus_totals

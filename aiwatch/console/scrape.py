@@ -82,7 +82,7 @@ from aiwatch.flags import flag
 from aiwatch.httpconfig import HTTPConfig, TooLarge, refuse_credentials
 from aiwatch.promapi import bucket_bound
 from aiwatch.promql import Metric
-from aiwatch.scrape import LabelKey, fetch_metrics, parse_metrics, restart_group, without_le
+from aiwatch.scrape import LabelKey, fetch_metrics_dated, parse_metrics, restart_group, without_le
 from aiwatch.scrape import Samples as Scraped
 from aiwatch.status import is_error_status
 from aiwatch.traffic import REALTIME
@@ -237,6 +237,8 @@ class _Target:
         self.snapshots: deque[Snapshot] = deque(maxlen=maxlen)
         self.index = SeriesIndex()
         self.busy = False  # a scrape of it is under way (guarded by the source's lock)
+        #: its host's clock minus the history's, from the Date of its latest answer with one (None before)
+        self.clock_offset: float | None = None
 
     def append(self, snapshot: Snapshot) -> None:
         """Add ``snapshot`` to the history (the oldest leaves it when full), then move the history to a compact
@@ -445,14 +447,17 @@ class ScrapeSource(DataSource):
 
     def _scrape_into(self, target: _Target, pool: DaemonPool) -> None:
         now, moved = self._stamp()
+        offset: float | None = None
         try:
-            ts, data, error = self._scrape(target.url, now)
+            ts, data, error, offset = self._scrape(target.url, now)
         except Exception as exc:  # not lost in its future: the endpoint shows as down with it
             ts, data, error = now, None, f"{type(exc).__name__}: {exc}"
         with self._lock:
             if self._pool is not pool:  # closed while it ran: close() does not wait for it, and drops its result
                 return
             ts -= self._moved - moved  # read before a step back the history was moved for while it ran
+            if offset is not None:
+                target.clock_offset = offset
             if not target.snapshots or ts >= target.snapshots[-1].ts:  # record() may have added a later one
                 target.append(self._snapshot(target, ts, data, error))
 
@@ -478,21 +483,23 @@ class ScrapeSource(DataSource):
                 raise ValueError(f"scrape time {ts} is older than the latest one of {url}")
             target.append(self._snapshot(target, ts, data, error))
 
-    def _scrape(self, url: str, now: float | None = None) -> tuple[float, Scraped | None, str]:
-        """``(time, parsed samples or None, error)`` of one scrape begun at that time (default now)."""
+    def _scrape(self, url: str, now: float | None = None) -> tuple[float, Scraped | None, str, float | None]:
+        """``(time, parsed samples or None, error, the endpoint's clock offset or None)`` of one scrape begun at that
+        time (default now)."""
         now = self.now() if now is None else now
         try:
-            return now, fetch_metrics(url, self.timeout, http=self.http, max_bytes=self.max_bytes), ""
+            data, offset = fetch_metrics_dated(url, self.timeout, http=self.http, max_bytes=self.max_bytes)
+            return now, data, "", offset
         except urllib.error.HTTPError as exc:
-            return now, None, f"HTTP {exc.code} {exc.reason}"
+            return now, None, f"HTTP {exc.code} {exc.reason}", None
         except (urllib.error.URLError, OSError, TimeoutError) as exc:
-            return now, None, str(getattr(exc, "reason", exc))
+            return now, None, str(getattr(exc, "reason", exc)), None
         except http.client.HTTPException as exc:  # not OSError: it would end the scraping thread
-            return now, None, f"broken HTTP answer ({type(exc).__name__})"
+            return now, None, f"broken HTTP answer ({type(exc).__name__})", None
         except TooLarge as exc:
-            return now, None, str(exc)
+            return now, None, str(exc), None
         except ValueError as exc:  # the parser's errors
-            return now, None, f"not Prometheus text exposition: {exc}"
+            return now, None, f"not Prometheus text exposition: {exc}", None
 
     def now(self) -> float:
         """Now on the clock of the history's times: the wall clock, the history moved back with it when it was set
@@ -894,7 +901,15 @@ class ScrapeSource(DataSource):
         data = self._copy()
         files = sum_by(self._gauge(data, Q.PREDICTION_LOG_RECOVERY_FILES.name, t), ("log", "result"))
         records = sum_by(self._gauge(data, Q.PREDICTION_LOG_RECOVERED_RECORDS.name, t), ("log",))
-        last = max_by(self._gauge(data, Q.PREDICTION_LOG_RECOVERY_LAST.name, t), ("log", "result"))
+        # stamped on each app host's clock: moved onto the history's by the offset its answers' Date showed (an app
+        # host two hours behind showed a journal torn a minute ago as two hours old, past the alert's window)
+        stamps: Samples = []
+        for target, (url, snaps) in zip(self._targets, data, strict=True):
+            offset = target.clock_offset
+            moved = offset if offset is not None and abs(offset) >= clock.OFFSET_SECONDS else 0.0
+            stamps.extend((labels, stamp - moved)
+                          for labels, stamp in self._gauge([(url, snaps)], Q.PREDICTION_LOG_RECOVERY_LAST.name, t))
+        last = max_by(stamps, ("log", "result"))
         return recovery_rows({(k[0], k[1]): v for k, v in files.items()}, {k[0]: v for k, v in records.items()},
                              {(k[0], k[1]): v for k, v in last.items()})
 

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import re
 import time
+from typing import Any
 
 import pytest
 
 from aiwatch import clock
-from aiwatch.console import PrometheusSource
+from aiwatch.console import PrometheusSource, ScrapeSource
+from aiwatch.console.source import DataSource
 from tests.console.conftest import WINDOW, Stack, run_view, texts
 from tests.console.test_console_prediction_log import RECOVERY_BANNER
 from tests.console.workload import serve
@@ -65,9 +67,28 @@ def test_a_recovery_minutes_old_stays_red_when_the_apps_clock_runs_hours_behind_
     minutes ago, as counted two hours ago (the yellow warning) while AiwatchPredictionLogRecoveryIncomplete, which
     times its window by when Prometheus saw the value change, fired. It reads when Prometheus first saw the count."""
     with serve(features=2, gpus=0, interval=0.2, clock_offset=-2 * 3600.0) as svc, prometheus([svc["target"]]) as prom:
-        src = PrometheusSource(prom.url, span=60, points=30)
-        wait_until(lambda: any(r.last for r in src.prediction_log_recovery()), 20, what="journal recovery times")
-        at = run_view(src, "Drift")
+        at = recovery_view(PrometheusSource(prom.url, span=60, points=30))
+    assert_recent_recovery(at)
+
+
+def test_the_scrape_source_moves_a_recovery_time_onto_its_clock_by_the_apps_date_header() -> None:
+    """The embedded scraper read the stamp of an app host two hours behind against its own clock (the yellow
+    warning, 'last 2 h ago'); the Date of the app's answers shows how far behind its clock runs."""
+    with serve(features=2, gpus=0, interval=0.2, clock_offset=-2 * 3600.0) as svc:
+        src = ScrapeSource([svc["url"]], interval=0.25, history=30, timeout=5.0)
+        try:
+            at = recovery_view(src)
+        finally:
+            src.close()
+    assert_recent_recovery(at)
+
+
+def recovery_view(src: DataSource) -> Any:
+    wait_until(lambda: any(r.last for r in src.prediction_log_recovery()), 20, what="journal recovery times")
+    return run_view(src, "Drift")
+
+
+def assert_recent_recovery(at: Any) -> None:
     red = [t for t in texts(at.error) if t.startswith(RECOVERY_BANNER)]
     assert len(red) == 1, (texts(at.error), texts(at.warning))
     assert re.search(r"1 torn \(last (under a minute|\d+ min) ago\)", red[0]), red[0]
