@@ -39,6 +39,11 @@ monitor = DriftMonitor(ReferenceProfile.build({"x": np.random.default_rng(1).nor
 app = FastAPI()
 
 
+@app.get("/ready")
+def ready() -> dict[str, bool]:
+    return {"ready": True}
+
+
 @app.get("/predict/{n}")
 def predict(n: int) -> dict[str, int]:
     log.log("ranker", {"x": float(n)}, {"y": 1.0})
@@ -76,12 +81,15 @@ def test_a_server_stopped_by_sigterm_writes_every_logged_row_and_counts_every_ob
     multiproc = tmp_path / "multiproc"
     multiproc.mkdir()
     env = python_env(AIWATCH_TEST_LOG_DIR=str(rows), PROMETHEUS_MULTIPROC_DIR=str(multiproc))
-    with python_app(args, f"{base}/predict/0", env=env) as proc:
-        for i in range(1, n):
+    # ready once /ready answers, which logs nothing: a readiness check that logged counted twice where the workers
+    # took longer to start than its 5 s timeout (the server still answered the request it gave up on: 31 rows)
+    with python_app(args, f"{base}/ready", env=env) as proc:
+        for i in range(n):
             assert requests.get(f"{base}/predict/{i}", timeout=10).status_code == 200
         proc.proc.send_signal(signal.SIGTERM)
         proc.proc.wait(60)
-    assert files(rows) == (n, []), proc.output()
+        output = proc.output()  # its log file is removed with the context
+    assert files(rows) == (n, []), output
     merged = CollectorRegistry()
     MultiProcessCollector(merged, path=str(multiproc))
     assert sum(s.value for f in merged.collect() for s in f.samples if s.name == "aiwatch_feature_bin_total") == n
