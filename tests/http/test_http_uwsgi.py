@@ -136,9 +136,10 @@ def test_a_metrics_port_started_in_the_master_is_served_by_the_worker_without_mu
             "--processes", "1", "--die-on-term", "--py-call-uwsgi-fork-hooks", "--module",
             "tests.http.preload_metrics_port_app:app"]
     proc = Process(args, tmp_path / "uwsgi.log", env=env)
-    with running(proc, lambda: http_get(f"{base}/predict")[0] == 200, 30, "uWSGI"):
-        for _ in range(3):
+    # ready at the app's 404 for /ready: a readiness check given up on (its 5 s timeout) may still be served
+    with running(proc, lambda: http_get(f"{base}/ready")[0] == 404, 30, "uWSGI"):
+        for _ in range(4):
             assert requests.get(f"{base}/predict", timeout=10).status_code == 200
         for _ in range(5):
             assert value(scrape(metrics), "aiwatch_request_duration_seconds_count", service="preload-port",
-                         route="/predict", method="GET", status="200") == 4  # with running()'s readiness check
+                         route="/predict", method="GET", status="200") == 4
