@@ -47,6 +47,7 @@ import asyncio
 import functools
 import inspect
 import sys
+import sysconfig
 import threading
 import time
 import weakref
@@ -92,9 +93,9 @@ _MAX_CACHED_CHILDREN = 10_000
 class RequestTimeline:
     """What aiwatch knows about one request while it runs."""
 
-    __slots__ = ("calls", "degraded", "finished", "held", "model", "model_name", "named", "owns_span", "phases",
-                 "recorder", "route_of", "service", "span", "start", "tokens", "trace_id", "tracer", "traffic_class",
-                 "version")
+    __slots__ = ("busy", "calls", "degraded", "finished", "held", "lock", "model", "model_name", "named", "owner",
+                 "owns_span", "phases", "recorder", "route_of", "service", "span", "start", "tokens", "trace_id",
+                 "tracer", "traffic_class", "version")
 
     def __init__(self, recorder: RequestRecorder, start: float, model: str) -> None:
         self.recorder = recorder
@@ -138,45 +139,74 @@ class RequestTimeline:
         #: The open phases a sync generator opened (``None`` until one is), for the phases opened in its later steps
         #: (:func:`_held_parent`)
         self.held: list[_Frame] | None = None
+        # Who may change what is above without a lock (see _shared_lock). A request's phases end in several threads
+        # at once when its work fans out (contextvars.copy_context().run in a pool, asyncio.to_thread): their
+        # read-add-writes lost time, and a thread the request left running broke finish()'s reading of them. The
+        # thread that began the request (``owner``) changes and reads them with no lock while no other thread has
+        # touched the request (``lock`` None), only marking that it does (``busy``); the first other thread gives
+        # the request its lock, waits for the owner's unmarked, and from then on every thread takes the lock.
+        #: The thread that began the request (-1 on a build without the GIL: every thread takes the lock)
+        self.owner = _OWNER_OF_NONE if _FREE_THREADED else _get_ident()
+        #: The request's lock, once a thread other than its owner touched it
+        self.lock: Any = None
+        #: Whether the owner is changing or reading the request's phases with no lock
+        self.busy = False
 
     def add(self, name: str, model: str | None, seconds: float) -> None:
+        if self.owner == _get_ident():
+            busy = self.busy
+            self.busy = True
+            if self.lock is None:  # the common case: the request's own thread, alone
+                try:
+                    self._add(name, model, seconds)
+                finally:
+                    self.busy = busy
+                return
+            self.busy = busy
+        with _shared_lock(self):
+            self._add(name, model, seconds)
+
+    def _add(self, name: str, model: str | None, seconds: float) -> None:
+        # refused once recorded (a thread the request left running, asyncio.to_thread past a wait_for timeout): a key
+        # added while finish() read the phases raised there and lost the rest of the request's signals
+        if self.finished:
+            return
         if model is None:
             key = (name, self.model)
         else:
             key = (name, model)
             if model == self.model:
-                self.keep(key)
-        with _add_lock:
-            # refused once recorded (a thread the request left running, asyncio.to_thread past a wait_for timeout):
-            # a key added while finish() read the phases raised there and lost the rest of the request's signals
-            if not self.finished:
-                self.phases[key] = self.phases.get(key, 0.0) + seconds
+                self._keep(key)
+        phases = self.phases
+        phases[key] = phases.get(key, 0.0) + seconds
 
-    def keep(self, key: tuple[str, str]) -> None:
+    def _keep(self, key: tuple[str, str]) -> None:
         """Leave the phase of ``key`` (one that named its model) under its model when :func:`set_model` changes the
-        request's."""
-        with _add_lock:
-            if self.named is None:
-                self.named = set()
-            self.named.add(key)
+        request's (with the phases' lock, when one is needed)."""
+        if self.named is None:
+            self.named = set()
+        self.named.add(key)
 
     def move_phases(self, old: str, new: str) -> None:
         """Relabel the phases recorded under the request's model ``old`` without naming it to ``new``, adding up
         with those already there."""
+        _guarded(self, self._move_phases, old, new)
+
+    def _move_phases(self, old: str, new: str) -> None:
+        if self.finished:  # the phases are read (finish()) or recorded already
+            return
         named = self.named or ()
-        phases = self.phases  # changed in place: a phase ending in another thread may hold it
-        with _add_lock:
-            if self.finished:  # the phases are read (finish()) or recorded already
-                return
-            for key in [key for key in phases if key[1] == old and key not in named]:
-                moved = (key[0], new)
-                phases[moved] = phases.get(moved, 0.0) + phases.pop(key)
+        phases = self.phases
+        for key in [key for key in phases if key[1] == old and key not in named]:
+            moved = (key[0], new)
+            phases[moved] = phases.get(moved, 0.0) + phases.pop(key)
 
     def add_call(self, peer: str, phase: str, client: float, network: float | None) -> None:
         """Remember an outgoing call's client-observed and network time (``None``: the peer reported no time)."""
-        with _add_lock:  # calls end in several threads at once; finish() reads them (RequestTimeline.add)
-            if self.finished:
-                return
+        _guarded(self, self._add_call, peer, phase, client, network)
+
+    def _add_call(self, peer: str, phase: str, client: float, network: float | None) -> None:
+        if not self.finished:
             calls = self.calls
             if calls is None:
                 calls = self.calls = {}
@@ -185,6 +215,9 @@ class RequestTimeline:
                 found = calls[(peer, phase)] = [0.0, 0.0]
             found[0] += client
             found[1] += network or 0.0
+
+    def _phases_now(self) -> list[tuple[tuple[str, str], float]]:
+        return list(self.phases.items())
 
     def elapsed(self, now: float | None = None) -> float:
         return (_clock() if now is None else now) - self.start
@@ -200,8 +233,20 @@ class RequestTimeline:
         total = (_clock() if now is None else now) - self.start
         head = ""
         named = 0.0
-        with _add_lock:  # a copy: a phase ending in another thread meanwhile raised "changed size during iteration"
-            phases = list(self.phases.items())
+        # a copy: a phase ending in another thread meanwhile raised "changed size during iteration"
+        if self.owner == _get_ident():
+            busy = self.busy
+            self.busy = True
+            if self.lock is None:
+                try:
+                    phases = list(self.phases.items())
+                finally:
+                    self.busy = busy
+            else:
+                self.busy = busy
+                phases = _guarded(self, self._phases_now)
+        else:
+            phases = _guarded(self, self._phases_now)
         for (name, _model), secs in phases:
             # %-formatting and += (a handful of phases): cheaper than f-strings and a list joined
             head += "%s;dur=%.3f, " % (name, secs * 1000.0)  # noqa: UP031
@@ -334,17 +379,74 @@ _entered: ContextVar[None] = ContextVar("aiwatch_phase_entered", default=None)
 _valid_names: set[str] = set()
 _valid_lock = threading.Lock()
 
-#: Held while a phase's time is added to its request's phases, or to its enclosing phase's child time: a request's
-#: phases end in several threads at once when its work fans out (``contextvars.copy_context().run`` in a thread pool,
-#: ``asyncio.to_thread``), and the read-add-write of one entry lost another thread's time (an 8-thread fan-out of
-#: 160 s of phases recorded 159.2 s). Reentrant: a garbage collection in the block can end a phase (a generator's).
+#: Held while a phase recorded outside any request (a batch's shared work, background work) is added up, or its
+#: enclosing phase's child time: a batch's phases end in several threads at once too. A request's phases have their
+#: own lock (:func:`_shared_lock`). Reentrant: a garbage collection in the block can end a phase (a generator's).
 _add_lock = threading.RLock()
+#: Held while a request's own lock is made (:func:`_shared_lock`)
+_lock_lock = threading.Lock()
+_get_ident = threading.get_ident
+#: A build without the GIL (3.13t): the owner's unlocked read-add-writes and the other threads' could then run at the
+#: same time, so every thread takes the request's lock
+_FREE_THREADED = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
+_OWNER_OF_NONE = -1  # no thread's ident (threading.get_ident() is never negative)
 
 
 def _renew_valid_lock() -> None:
-    global _valid_lock, _add_lock
+    global _valid_lock, _add_lock, _lock_lock
     _valid_lock = threading.Lock()
     _add_lock = threading.RLock()
+    _lock_lock = threading.Lock()
+
+
+def _shared_lock(tl: RequestTimeline) -> Any:
+    """The lock of ``tl`` for this thread, made when a thread other than its owner first needs it. From then on its
+    owner takes it too; a thread other than the owner first waits for what the owner began with no lock: the owner
+    marks ``busy`` and then reads ``lock``, the others set ``lock`` and then read ``busy``, so (with the GIL: one
+    order of all reads and writes) when the owner saw no lock, the other thread sees its mark until it is done."""
+    lock = tl.lock
+    if lock is None:
+        with _lock_lock:
+            lock = tl.lock
+            if lock is None:
+                # reentrant: a garbage collection inside it can end a phase of the same request (a generator's)
+                lock = tl.lock = threading.RLock()
+    if tl.busy and tl.owner != _get_ident():  # (the owner's own mark, in a collection inside it: not waited for)
+        while tl.busy:
+            time.sleep(0)  # a few bytecodes of the owner's: let it run
+    return lock
+
+
+R = TypeVar("R")
+
+
+def _guarded(tl: RequestTimeline, fn: Callable[..., R], *args: Any) -> R:
+    """``fn(*args)``, changing or reading ``tl``'s phases, calls or named phases: with no lock in its owner's thread
+    while no other thread touched it, else under its lock (:func:`_shared_lock`)."""
+    if tl.owner == _get_ident():
+        busy = tl.busy
+        tl.busy = True
+        try:
+            if tl.lock is None:
+                return fn(*args)
+        finally:
+            tl.busy = busy
+    with _shared_lock(tl):
+        return fn(*args)
+
+
+def _add_child(frame: _Frame, seconds: float) -> None:
+    """Add ``seconds`` to the time of the phases inside the open phase ``frame`` (that of its request's phases)."""
+    tl = frame[_TIMELINE]
+    if tl is None:
+        with _add_lock:
+            frame[_CHILD] += seconds
+    else:
+        _guarded(tl, _add_to_child, frame, seconds)
+
+
+def _add_to_child(frame: _Frame, seconds: float) -> None:
+    frame[_CHILD] += seconds
 
 
 at_fork_in_child(_renew_valid_lock)
@@ -420,25 +522,42 @@ class phase:
         parent = frame[2]
         _frame.set(parent)
         elapsed = end - frame[3]
-        with _add_lock:
-            if parent is not None:
-                parent[4] += elapsed
-            exclusive = elapsed - frame[4]
-            if exclusive < 0.0:
-                exclusive = 0.0
-            if frame[5] is None:  # the common case, inlined: add to the timeline of the request it was opened in
-                tl = frame[7]
-                if tl is not None and not tl.finished:
-                    model = self.model
-                    if model is None:
-                        key = (self.name, tl.model)
-                    else:
-                        key = (self.name, model)
-                        if model == tl.model:
-                            tl.keep(key)
-                    phases = tl.phases
-                    phases[key] = phases.get(key, 0.0) + exclusive
-                    return
+        tl = frame[7]
+        if tl is not None and (parent is None or parent[7] is tl) and tl.owner == _get_ident():
+            # the common case, inlined: the request's own thread, alone in it (RequestTimeline.add)
+            busy = tl.busy
+            tl.busy = True
+            if tl.lock is None:
+                try:
+                    if parent is not None:
+                        parent[4] += elapsed
+                    exclusive = elapsed - frame[4]
+                    if exclusive < 0.0:
+                        exclusive = 0.0
+                    if frame[5] is None and not tl.finished:  # add to the request it was opened in
+                        model = self.model
+                        if model is None:
+                            key = (self.name, tl.model)
+                        else:
+                            key = (self.name, model)
+                            if model == tl.model:
+                                tl._keep(key)
+                        phases = tl.phases
+                        phases[key] = phases.get(key, 0.0) + exclusive
+                        return
+                finally:
+                    tl.busy = busy
+                _finish_phase(frame, exclusive, exc)
+                return
+            tl.busy = busy
+        if parent is not None:
+            _add_child(parent, elapsed)
+        exclusive = elapsed - frame[4]
+        if exclusive < 0.0:
+            exclusive = 0.0
+        if frame[5] is None and tl is not None and not tl.finished:
+            tl.add(self.name, self.model, exclusive)
+            return
         _finish_phase(frame, exclusive, exc)
 
     def _exit_elsewhere(self, end: float, exc: BaseException | None) -> None:
@@ -465,10 +584,9 @@ class phase:
         frame[_TOKEN] = None
         elapsed = end - frame[_START]
         parent = frame[_PARENT]
-        with _add_lock:
-            if parent is not None:
-                parent[_CHILD] += elapsed
-            exclusive = elapsed - frame[_CHILD]
+        if parent is not None:
+            _add_child(parent, elapsed)
+        exclusive = elapsed - frame[_CHILD]
         if tl.finished or _timeline.get() is tl:
             _finish_phase(frame, exclusive if exclusive > 0.0 else 0.0, exc)
             return
@@ -596,6 +714,10 @@ def _finish_phase(frame: _Frame, exclusive: float, exc: BaseException | None) ->
             "contextlib.aclosing) so that the phase ends with the response"), tl.recorder.metrics)
 
 
+def _mark_finished(tl: RequestTimeline) -> None:
+    tl.finished = True
+
+
 def _in_entering_context(token: Any) -> bool:
     """Whether this runs in the context where the phase of ``token`` (of :data:`_entered`) made its span current;
     not in the task asyncio closes a dropped async generator in, which runs in a copy of a context: there the span's
@@ -630,8 +752,7 @@ def record_phase(name: str, seconds: float, model: str | None = None) -> None:
         model = _label_or_none(name, model)
     frame = _frame.get()
     if frame is not None and (tl is not None or shared_work() is not None):
-        with _add_lock:
-            frame[_CHILD] += seconds  # keep the enclosing phase exclusive of this one
+        _add_child(frame, seconds)  # keep the enclosing phase exclusive of this one
     _record(tl, name, model, seconds)
 
 
@@ -642,8 +763,7 @@ def add_measured_phase(tl: RequestTimeline, name: str, seconds: float) -> None:
     app has open."""
     frame = _frame.get()
     if frame is not None:
-        with _add_lock:
-            frame[_CHILD] += seconds  # keep the enclosing phase exclusive of this one
+        _add_child(frame, seconds)  # keep the enclosing phase exclusive of this one
     tl.add(name, None, seconds)
 
 
@@ -945,8 +1065,18 @@ class RequestRecorder:
         recorded. ``end_span`` false: a span aiwatch started is left for the integration to end (it may still
         learn of an exception)."""
         now = _clock() if end is None else end
-        with _add_lock:  # from here no thread changes tl.phases (RequestTimeline.add refuses), which are read below
-            tl.finished = True
+        # from here no thread changes tl.phases (RequestTimeline.add refuses), which are read below
+        if tl.owner == _get_ident():
+            busy = tl.busy
+            tl.busy = True
+            if tl.lock is None:
+                tl.finished = True  # (a thread that makes the lock meanwhile waits for busy, then sees it)
+                tl.busy = busy
+            else:
+                tl.busy = busy
+                _guarded(tl, _mark_finished, tl)
+        else:
+            _guarded(tl, _mark_finished, tl)
         m = self.metrics
         try:
             self._in_flight(-1)

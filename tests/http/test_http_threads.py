@@ -65,6 +65,43 @@ def test_phases_of_one_request_ended_in_many_threads_at_once_all_count(fast_swit
     assert recorded == pytest.approx(requests * threads * per_thread * seconds, rel=1e-9)
 
 
+def test_phases_the_requests_own_thread_ends_while_other_threads_end_some_too_all_count(fast_switches: None) -> None:
+    # the request's own thread adds its phases with no lock until another thread touches the request, which then
+    # gives it a lock: the phase the request's thread was adding at that moment, and every one after, must count
+    threads, per_thread, seconds = 2, 1_000, 0.001
+    pool = ThreadPoolExecutor(threads)
+
+    def part() -> None:
+        for _ in range(per_thread):
+            aiwatch.record_phase("retrieval", seconds)
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        futures = []
+        for i in range(per_thread):
+            aiwatch.record_phase("retrieval", seconds)
+            if i == 10:  # the others start while this thread keeps adding
+                futures = [pool.submit(contextvars.copy_context().run, part) for _ in range(threads)]
+        for future in futures:
+            future.result()
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+    registry = CollectorRegistry()
+    requests = 40
+    try:
+        with serving(AiwatchWSGIMiddleware(app, service="svc", registry=registry)) as conn:
+            for _ in range(requests):
+                conn.request("GET", "/predict")
+                response = conn.getresponse()
+                assert (response.status, response.read()) == (200, b"ok")
+    finally:
+        pool.shutdown()
+    name = "aiwatch_phase_duration_seconds_sum"
+    labels = with_defaults(name, {"service": "svc", "model": "", "phase": "retrieval"})
+    recorded = registry.get_sample_value(name, labels)
+    assert recorded == pytest.approx(requests * (threads + 1) * per_thread * seconds, rel=1e-9)
+
+
 def test_a_thread_the_request_left_recording_phases_loses_none_of_its_signals(fast_switches: None) -> None:
     # a thread still recording the request's phases while the request is recorded (one asyncio.to_thread or a pool's
     # work left running past a timeout): a phase added while finish() read the request's phases raised "dictionary
