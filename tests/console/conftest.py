@@ -80,6 +80,62 @@ def prom_source(stack: Stack) -> PrometheusSource:
     return PrometheusSource(stack.prom.url, span=60, points=30)
 
 
+SETTLED = WINDOW + 2.0
+"""Seconds before the instant a :class:`PinnedSource` asks at over which every scrape of the workload answered: the
+window's rates have all their samples, the gauges their latest."""
+LANDED = 2.0
+"""Seconds a scrape may still land after the instant its samples are stamped with (its start): the scrapes' timeout
+is 1 s."""
+
+
+class PinnedSource(PrometheusSource):
+    """A PrometheusSource that asks every question at one instant ``at`` instead of now: the range questions end
+    there, the instant ones (gauges, whose series a failed scrape marks stale) are asked there too."""
+
+    def __init__(self, url: str, at: float, **kwargs: Any) -> None:
+        super().__init__(url, **kwargs)
+        self.at = at
+
+    def now(self) -> float:
+        return self.at
+
+    def _instant(self, promql: str, at: float | None = None) -> list[tuple[dict[str, str], float]]:
+        return super()._instant(promql, self.at if at is None else at)
+
+
+def settled_instant(prom: Prometheus, target: str, timeout: float = 60) -> float:
+    """The latest instant :data:`LANDED` seconds ago at which every scrape of ``target`` over the :data:`SETTLED`
+    seconds before it answered, waited for.
+
+    The shared Prometheus scrapes every second with a 1 s timeout: on a loaded machine a scrape fails (its series are
+    marked stale), and after a few the series come back with one sample, so asked at now a window's rate reads
+    nothing (or 0 where a query adds ``or 0 * ...``), a gauge nothing. Asked at this instant, every question has the
+    data of a whole window."""
+    up = f'up{{instance="{target}"}}'
+    expr = f"min_over_time({up}[{SETTLED:g}s]) == 1 and count_over_time({up}[{SETTLED:g}s]) >= {SETTLED - 1:g}"
+    found: list[float] = []
+
+    def answered() -> bool:
+        at = time.time() - LANDED
+        if prom.api("/api/v1/query", query=expr, time=f"{at:.3f}")["result"]:
+            found.append(at)
+        return bool(found)
+    wait_until(answered, timeout, 0.25, what=f"{SETTLED:g}s of scrapes of {target} that all answered")
+    return found[0]
+
+
+def pinned_source(prom: Prometheus, target: str) -> PinnedSource:
+    """A source of ``prom`` (as :func:`prom_source`) asking at :func:`settled_instant`."""
+    return PinnedSource(prom.url, settled_instant(prom, target), span=60, points=30)
+
+
+@pytest.fixture
+def settled_source(stack: Stack) -> PinnedSource:
+    """:func:`prom_source` for the tests that read its values at now: asked at an instant every question has a
+    whole window's data for (:func:`settled_instant`)."""
+    return pinned_source(stack.prom, stack.service["target"])
+
+
 @pytest.fixture(scope="session")
 def scrape_source(stack: Stack) -> Iterator[ScrapeSource]:
     # a scrape slower than its timeout is a failed one and the views show "—" for it: the default timeout (the

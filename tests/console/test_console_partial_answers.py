@@ -57,7 +57,7 @@ def test_the_console_says_its_panels_may_rest_on_part_of_the_data(partial_promet
 
 
 @pytest.mark.slow
-def test_the_console_says_nothing_of_the_kind_when_the_answers_are_complete(prom_source: PrometheusSource,
+def test_the_console_says_nothing_of_the_kind_when_the_answers_are_complete(settled_source: PrometheusSource,
                                                                              console_env: None) -> None:
-    at = run_view(prom_source, "Latency")
-    assert source_warnings(at) == expected_warnings(prom_source)  # the workload's starved loop's aside
+    at = run_view(settled_source, "Latency")
+    assert source_warnings(at) == expected_warnings(settled_source)  # the workload's starved loop's aside
