@@ -267,8 +267,8 @@ def test_the_checks_beside_the_console_durations_name_their_own_setting() -> Non
 
 def test_unreachable_endpoint_is_a_failed_scrape() -> None:
     src = ScrapeSource([URL], interval=1.0, start=False)
-    _, data, error = src._scrape(URL)  # nothing listens on port 9
-    assert data is None and error
+    _, data, error, offset = src._scrape(URL)  # nothing listens on port 9
+    assert data is None and error and offset is None
 
 
 def test_query_helpers() -> None:
