@@ -22,11 +22,20 @@ served them all (to mark one caller's response, call it in that caller, after ``
 from __future__ import annotations
 
 from aiwatch.safety import record_error
-from aiwatch.timing import current_timeline, recorder_outside_requests, shared_work
+from aiwatch.timing import RequestTimeline, _guarded, current_timeline, recorder_outside_requests, shared_work
 
 CACHED_PREDICTION = "cached_prediction"
 SMALLER_MODEL = "smaller_model"
 DEFAULT_ANSWER = "default_answer"
+
+
+def _add_fallback(tl: RequestTimeline, entry: tuple[str, str | None]) -> None:
+    if tl.finished:  # recorded already (a thread the request left running)
+        return
+    if tl.degraded is None:
+        tl.degraded = [entry]
+    elif entry not in tl.degraded:
+        tl.degraded.append(entry)
 
 
 def degraded(reason: str, model: str | None = None) -> None:
@@ -55,10 +64,9 @@ def degraded(reason: str, model: str | None = None) -> None:
         if tl is not None:
             # no model named: the request's, resolved when the request finishes (a later set_model() moves it)
             entry = (guard.fold("reason", reason), guard.fold("model", model) if model else None)
-            if tl.degraded is None:
-                tl.degraded = [entry]
-            elif entry not in tl.degraded:
-                tl.degraded.append(entry)
+            # with the request's lock when another thread touched it (timing._guarded): a fallback marked in a
+            # thread the request left running broke finish()'s reading of them
+            _guarded(tl, _add_fallback, tl, entry)
             return
         m = recorder.metrics
         label = guard.fold("model", model) if model else recorder.model

@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 from aiwatch.amounts import MAX_COUNT, count
 from aiwatch.fastpath import observe
 from aiwatch.safety import record_error
-from aiwatch.timing import current_timeline, recorder_outside_requests
+from aiwatch.timing import _guarded, current_timeline, recorder_outside_requests
 from aiwatch.utf8 import text_or_value
 
 if TYPE_CHECKING:
@@ -156,6 +156,16 @@ class TokenUsage:
             span.set_attribute("gen_ai.request.model", text_or_value(model))
 
 
+def _add_tokens(tl: RequestTimeline, model: str | None, input_tokens: int, output_tokens: int, now: float,
+                name: str | None) -> None:
+    if tl.finished:  # recorded already (a thread the request left running): its usage is read, or gone
+        return
+    usage = tl.tokens
+    if usage is None:
+        usage = tl.tokens = TokenUsage()
+    usage.add(model, input_tokens, output_tokens, now, name)
+
+
 def record_tokens(input_tokens: int = 0, output_tokens: int = 0, model: str | None = None) -> None:
     """Count tokens the current request's model read (``input_tokens``) or wrote (``output_tokens``). Call it with
     the output as it is produced (per token or per chunk): the first call with output marks the time to the first
@@ -174,10 +184,11 @@ def record_tokens(input_tokens: int = 0, output_tokens: int = 0, model: str | No
         return
     if tl is not None:
         try:
-            usage = tl.tokens
-            if usage is None:
-                usage = tl.tokens = TokenUsage()
-            usage.add(tl.recorder.guard.fold("model", model) if model else None, counts[0], counts[1], now, model)
+            # with the request's lock when another thread touched it (a request's work fanned out to threads): the
+            # lazy TokenUsage and per-model counts lost tokens, and a thread the request left running broke
+            # finish()'s reading of them (timing._guarded)
+            _guarded(tl, _add_tokens, tl, tl.recorder.guard.fold("model", model) if model else None, counts[0],
+                     counts[1], now, model)
         except Exception as exc:
             record_error("genai", exc, tl.recorder.metrics)
         return

@@ -492,14 +492,12 @@ class phase:
             frame = [self.name, self.model, parent, _clock(), 0.0, None, None, tl, self, None]
         else:
             caller = _getframe(1)
-            held = tl.held
-            if held:
-                parent = _held_parent(held, parent, caller)
+            if tl.held:  # (rare: a sync generator of the request holds a phase open; ``held`` may change in
+                # another thread, one stepping another generator of the request: read under the scheme's lock)
+                parent = _guarded(tl, _held_parent, tl, parent, caller)
             if caller.f_code.co_flags & _CO_GENERATOR:
                 frame = [self.name, self.model, parent, _clock(), 0.0, None, None, tl, self, caller]
-                if held is None:
-                    held = tl.held = []
-                held.append(frame)
+                _guarded(tl, _hold, tl, frame)
             else:
                 frame = [self.name, self.model, parent, _clock(), 0.0, None, None, tl, self, None]
             if tl.tracer is not None:
@@ -623,12 +621,13 @@ class phase:
         return cast(F, wrapper)
 
 
-def _held_parent(held: list[_Frame], parent: _Frame | None, caller: Any) -> _Frame | None:
+def _held_parent(tl: RequestTimeline, parent: _Frame | None, caller: Any) -> _Frame | None:
     """The parent of a phase opened by ``caller`` (a Python frame) where ``parent`` is open: the innermost phase a
     sync generator running on this stack holds open under ``parent``, else ``parent``. Starlette's StreamingResponse
     runs each step of a sync generator in a fresh copy of the request's context: a phase the generator holds across
     its yields is open only in the copy of the step that opened it, so one opened inside it in a later step was not
     nested under it (its time counted in both, the overhead clamped at 0)."""
+    held = tl.held or ()
     found = parent
     while True:
         for frame in held:
@@ -647,10 +646,27 @@ def _on_stack(generator: Any, caller: Any) -> bool:
     return False
 
 
+def _hold(tl: RequestTimeline, frame: _Frame) -> None:
+    """Remember a phase a sync generator opened (:func:`_held_parent`), under the request's lock when one is needed:
+    generators of one request stepped in several threads at once lost a frame made or removed meanwhile (the list
+    made twice; another frame deleted by a stale index: 1 in 48 000 left held)."""
+    held = tl.held
+    if held is None:
+        held = tl.held = []
+    held.append(frame)
+
+
 def _release(frame: _Frame) -> None:
-    """Forget a phase a sync generator held (:func:`_held_parent`), once it ends. (By identity: ``list.remove``
-    compares the other frames, lists, item by item.)"""
-    held = frame[_TIMELINE].held
+    """Forget a phase a sync generator held (:func:`_held_parent`), once it ends."""
+    tl = frame[_TIMELINE]
+    _guarded(tl, _unhold, tl, frame)
+
+
+def _unhold(tl: RequestTimeline, frame: _Frame) -> None:
+    # by identity: list.remove compares the other frames, lists, item by item
+    held = tl.held
+    if held is None:
+        return
     for i, other in enumerate(held):
         if other is frame:
             del held[i]

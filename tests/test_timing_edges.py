@@ -1797,3 +1797,49 @@ def test_a_phase_a_sync_generator_opens_in_a_later_step_nests_under_the_one_it_h
     # overhead is clamped, as for any two phases that overlap
     assert (phase_sum(metrics.registry, "decode"), phase_sum(metrics.registry, "generate"),
             phase_sum(metrics.registry, "send"), phase_sum(metrics.registry, "overhead")) == (0.75, 1.875, 1.5, 0.0)
+
+
+# ------------------------------------------------------------------------------------------ threads of one request
+
+
+def test_a_generator_phase_opened_in_another_thread_of_the_request_waits_while_the_requests_lock_is_held() -> None:
+    # the phases sync generators hold open (RequestTimeline.held) are added and removed in the threads stepping them:
+    # generators of one request stepped in several threads at once lost a frame made or removed meanwhile (1 of
+    # 48 000 left held). Deterministic form: while a thread holds the request's lock, another thread's generator
+    # phase must wait for it, and is remembered and forgotten once it is released
+    recorder = RequestRecorder(Metrics(CollectorRegistry()), service="svc")
+    tl = recorder.begin()
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with timing._shared_lock(tl):
+            holding.set()
+            release.wait(10)
+
+    inside = threading.Event()
+
+    def gen() -> Iterator[int]:
+        with aiwatch.phase("step"):
+            inside.set()
+            yield 1
+
+    def step() -> None:
+        for _ in gen():
+            pass
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert holding.wait(10)
+    stepper = threading.Thread(target=contextvars.copy_context().run, args=(step,))
+    stepper.start()
+    stepper.join(0.5)
+    try:
+        assert not inside.is_set()
+    finally:
+        release.set()
+        holder.join(10)
+        stepper.join(10)
+    assert not stepper.is_alive()
+    assert tl.held == []
+    recorder.finish(tl, "/", "GET", "200")
+    assert phase_sum(recorder.metrics.registry, "step") is not None

@@ -148,3 +148,88 @@ def test_a_thread_the_request_left_recording_phases_loses_none_of_its_signals(fa
     assert registry.get_sample_value(name, {"service": "svc", "route": "__unmatched__", "method": "GET"}) == requests
     for component in ("metrics", "server_timing"):
         assert not registry.get_sample_value("aiwatch_instrumentation_errors_total", {"component": component})
+
+
+def _counter_total(registry: CollectorRegistry, family: str, suffix: str = "_total", **match: str) -> float:
+    return sum(sample.value for metric in registry.collect() if metric.name == family for sample in metric.samples
+               if sample.name == family + suffix and all(sample.labels.get(k) == v for k, v in match.items()))
+
+
+def test_tokens_of_one_request_counted_in_many_threads_at_once_all_count(fast_switches: None) -> None:
+    # a request fanning its generation out to a thread pool (copy_context().run), each thread counting tokens for
+    # models new to the request: the per-model counts made lazily in two threads at once kept one of them (3 to 33
+    # of 64 000 tokens lost)
+    threads, models, requests = 4, 800, 40
+    pool = ThreadPoolExecutor(threads)
+
+    def part(request: int) -> None:
+        for model in range(models):
+            aiwatch.record_tokens(input_tokens=1, model=f"m{request}-{model}")
+
+    done = iter(range(requests))
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        request = next(done)
+        for future in [pool.submit(contextvars.copy_context().run, part, request) for _ in range(threads)]:
+            future.result()
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+    registry = CollectorRegistry()
+    recorded: list[str] = []
+    middleware = AiwatchWSGIMiddleware(app, service="svc", registry=registry, max_label_values=1_000_000,
+                                       on_request_end=lambda environ, tl, status: recorded.append(status))
+    try:
+        with serving(middleware) as conn:
+            for _ in range(requests):
+                conn.request("GET", "/generate")
+                response = conn.getresponse()
+                assert (response.status, response.read()) == (200, b"ok")
+            # (recorded after the response is sent)
+            wait_until(lambda: len(recorded) == requests, what="the requests recorded")
+    finally:
+        pool.shutdown()
+    assert _counter_total(registry, "aiwatch_gen_ai_token_usage_tokens", "_sum", token_type="input") \
+        == requests * threads * models
+    assert not _counter_total(registry, "aiwatch_instrumentation_errors")
+
+
+def test_a_thread_the_request_left_counting_tokens_loses_none_of_its_signals(fast_switches: None) -> None:
+    # a thread still counting the request's tokens (for models new to it) while the request is recorded: finish()'s
+    # reading of the per-model counts raised "dictionary changed size during iteration", and the request's fallback
+    # after it was lost (24 of 40 requests)
+    left: list[tuple[threading.Event, threading.Thread]] = []
+    recorded: list[str] = []
+    requests = 40
+
+    def keep_counting(stop: threading.Event, request: int) -> None:
+        i = 0
+        while not stop.is_set():
+            aiwatch.record_tokens(input_tokens=1, model=f"m{request}-{i}")
+            i += 1
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        aiwatch.degraded("cached_prediction")
+        stop = threading.Event()
+        thread = threading.Thread(target=contextvars.copy_context().run, args=(keep_counting, stop, len(left)))
+        thread.start()
+        left.append((stop, thread))
+        stop.wait(0.002)
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+    registry = CollectorRegistry()
+    middleware = AiwatchWSGIMiddleware(app, service="svc", registry=registry, max_label_values=1_000_000,
+                                       on_request_end=lambda environ, tl, status: recorded.append(status))
+    with serving(middleware) as conn:
+        for _ in range(requests):
+            conn.request("GET", "/generate")
+            response = conn.getresponse()
+            assert (response.status, response.read()) == (200, b"ok")
+            stop, thread = left[-1]  # left running while the server records the request (after the response)
+            wait_until(lambda: bool(recorded), what="the request recorded")
+            recorded.clear()
+            stop.set()
+            thread.join(10)
+    assert _counter_total(registry, "aiwatch_degraded_responses", reason="cached_prediction") == requests
+    assert not _counter_total(registry, "aiwatch_instrumentation_errors")
