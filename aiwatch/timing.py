@@ -73,7 +73,7 @@ from aiwatch.cardinality import MAX_VALUE_LENGTH, OVERFLOW, LabelGuard, guard_fo
 from aiwatch.env import SLOW_THRESHOLD, service_label
 from aiwatch.eventloop import loop_interval, watch
 from aiwatch.fastpath import adder, observe
-from aiwatch.forksafe import at_fork_in_child
+from aiwatch.forksafe import at_fork_in_child, renew_at_fork
 from aiwatch.metrics import LATENCY_BUCKETS, Metrics, default_metrics
 from aiwatch.safety import logger, record_error
 from aiwatch.servertiming import MAX_LENGTH, OVERHEAD, TOTAL, fit, is_token, timing_tail
@@ -93,9 +93,9 @@ _MAX_CACHED_CHILDREN = 10_000
 class RequestTimeline:
     """What aiwatch knows about one request while it runs."""
 
-    __slots__ = ("busy", "calls", "degraded", "finished", "held", "lock", "model", "model_name", "named", "owner",
-                 "owns_span", "phases", "recorder", "route_of", "service", "span", "start", "tokens", "trace_id",
-                 "tracer", "traffic_class", "version")
+    __slots__ = ("__weakref__", "busy", "calls", "degraded", "finished", "held", "lock", "model", "model_name",
+                 "named", "owner", "owns_span", "phases", "recorder", "route_of", "service", "span", "start",
+                 "tokens", "trace_id", "tracer", "traffic_class", "version")
 
     def __init__(self, recorder: RequestRecorder, start: float, model: str) -> None:
         self.recorder = recorder
@@ -215,6 +215,14 @@ class RequestTimeline:
                 found = calls[(peer, phase)] = [0.0, 0.0]
             found[0] += client
             found[1] += network or 0.0
+
+    def _renew_after_fork(self) -> None:
+        # a process forked in the request (multiprocessing's fork from its thread, or from a pool thread of its
+        # fanned-out work) runs on in a copy of the request's context, and what it records there takes this lock:
+        # held at the fork by a thread the child does not have, it hung the child's first phase
+        if self.lock is not None:
+            self.lock = threading.RLock()
+        self.busy = False
 
     def _phases_now(self) -> list[tuple[tuple[str, str], float]]:
         return list(self.phases.items())
@@ -411,8 +419,13 @@ def _shared_lock(tl: RequestTimeline) -> Any:
             if lock is None:
                 # reentrant: a garbage collection inside it can end a phase of the same request (a generator's)
                 lock = tl.lock = threading.RLock()
+                renew_at_fork(tl)  # (RequestTimeline._renew_after_fork)
     if tl.busy and tl.owner != _get_ident():  # (the owner's own mark, in a collection inside it: not waited for)
         while tl.busy:
+            # a child forked while the owner was marked has no owner thread to unmark: waiting hung it
+            if tl.owner not in sys._current_frames():
+                tl.busy = False
+                break
             time.sleep(0)  # a few bytecodes of the owner's: let it run
     return lock
 

@@ -174,6 +174,54 @@ def test_a_child_names_a_new_phase_while_the_phase_names_were_locked_at_the_fork
     assert child_while_held([timing._valid_lock], new_phase) == "done"
 
 
+def test_a_child_forked_in_a_request_records_a_phase_while_the_requests_lock_was_held_at_the_fork() -> None:
+    # a process forked in a request whose work fanned out to threads (the request's lock made): the child runs on in
+    # a copy of the request's context, and its phases take that lock, which a pool thread held at the fork
+    recorder = timing.RequestRecorder(Metrics(CollectorRegistry()), service="svc")
+    tl = recorder.begin()
+    try:
+        def record() -> bool:
+            timing.record_phase("step", 0.001)
+            return True
+
+        assert child_while_held([timing._shared_lock(tl)], record) == "done"
+    finally:
+        recorder.finish(tl, "/", "GET", "200")
+
+
+def test_a_child_forked_by_a_pool_thread_of_a_request_records_a_phase_while_its_thread_was_adding_one() -> None:
+    # forked from a pool thread of the request while the request's own thread was adding a phase with no lock (its
+    # mark, busy, set: the state at that moment, set here by hand): the child, which has no such thread to unmark
+    # it, waited for it for ever
+    recorder = timing.RequestRecorder(Metrics(CollectorRegistry()), service="svc")
+    begun, release = threading.Event(), threading.Event()
+    timelines: list[timing.RequestTimeline] = []
+
+    def request() -> None:
+        tl = recorder.begin()
+        timelines.append(tl)
+        tl.busy = True
+        begun.set()
+        release.wait(HANG)
+        tl.busy = False
+        recorder.finish(tl, "/", "GET", "200")
+
+    owner = threading.Thread(target=request, daemon=True)
+    owner.start()
+    try:
+        assert begun.wait(HANG)
+        tl = timelines[0]
+
+        def record() -> bool:
+            tl.add("step", None, 0.001)
+            return tl.phases.get(("step", "")) == 0.001
+
+        assert forked_child(record) == "done"
+    finally:
+        release.set()
+        owner.join(HANG)
+
+
 def test_a_child_records_a_held_grpc_rpc_while_the_servers_end_lock_was_held_at_the_fork() -> None:
     # the gRPC server's one lock for every RPC's end (aiwatch.grpc.server._done_lock), which each RPC's end takes
     from aiwatch.grpc import server
