@@ -17,7 +17,10 @@ processes' loops (prometheus_client's multiprocess mode). Each sample, and the s
 one process whose loop is blocked for good shows there while the others keep the merged counter growing. And it
 sets ``aiwatch_event_loop_stalled_ratio{service}`` to the share of the last :data:`SHARE_WINDOW` seconds its loop stood
 still (its delays over the time watched, in :data:`SHARE_BUCKETS` buckets of loop time): a merged target serves the
-largest live process's, where the counters' ratio is the mean over the processes. A timer
+largest live process's, where the counters' ratio is the mean over the processes. Several loops of one process
+recording for one service (threads each running asyncio, sharing an app) set the same two gauges: the timestamp is
+the least recently sampled open loop's (a loop blocked for good shows while the others sample), the share the
+largest loop's. A timer
 callback, not a task: a closed loop drops it
 (nothing pending, nothing to cancel), and it never keeps ``run_until_complete``, ``asyncio.run`` or a server's
 shutdown waiting; the sampler of a loop closed is retired when the loop is collected, or, still referenced, at the
@@ -127,6 +130,10 @@ class LoopSampler:
         #: ``loop.time()`` when the previous sample ran (when the sampler started, before the first)
         self._ran = 0.0
         self._share = _Share()
+        #: the wall clock at the last sample (at the start, before the first) and the share it found, which the
+        #: samplers of other loops setting the same gauges read (:meth:`_oldest`, :meth:`_largest`)
+        self.stamped: float | None = None
+        self.stalled: float | None = None
 
     @property
     def targets(self) -> tuple[tuple[Metrics, Any, Any], ...]:
@@ -155,9 +162,48 @@ class LoopSampler:
             # at once, not at the first sample: a child is made at 0, which the rules read as no value; set now, a
             # loop blocked from its first request on shows its age from here
             try:
-                stamp.set(time.time())
+                wall = time.time()
+                if self.stamped is None:
+                    self.stamped = wall
+                stamp.set(self._oldest(stamp, wall))
             except Exception as exc:
                 record_error(COMPONENT, exc, metrics)
+
+    def _others(self, gauge: Any, kind: str) -> list[LoopSampler]:
+        """The samplers of the process's other open loops that set ``gauge`` (their targets' ``kind``: ``stamp`` or
+        ``share``): two loops recording through one recorder (two threads each running asyncio, sharing an app) set
+        the same service's gauges."""
+        if len(_samplers) < 2:  # the common case: one loop
+            return []
+        with _lock:
+            samplers = list(_samplers.values())
+        found = []
+        for sampler in samplers:
+            if sampler is self or not sampler.running:
+                continue
+            loop = sampler.loop()
+            if loop is None or loop.is_closed():  # (not retired yet: retire_closed)
+                continue
+            if any(getattr(target, kind)() is gauge for target in sampler._targets):
+                found.append(sampler)
+        return found
+
+    def _oldest(self, stamp: Any, stamped: float) -> float:
+        """The last sample's time of the loop that sampled least recently, of this one (at ``stamped``) and the others
+        setting ``stamp``: each sampler set its own, so a loop blocked for good read as sampled while another loop
+        sampled (2.5 s blocked read 0.006 s old), and the rules' stuck loop was never seen."""
+        for other in self._others(stamp, "stamp"):
+            if other.stamped is not None:
+                stamped = min(stamped, other.stamped)
+        return stamped
+
+    def _largest(self, share: Any, stalled: float) -> float:
+        """The largest share of this loop's (``stalled``) and the others' setting ``share``: each sampler set its own,
+        and the gauge flipped between them (0.02 and 0.8 read by turns)."""
+        for other in self._others(share, "share"):
+            if other.stalled is not None:
+                stalled = max(stalled, other.stalled)
+        return stalled
 
     def _live(self) -> tuple[_Target, ...]:
         return tuple(target for target in self._targets if target.resolve() is not None)
@@ -216,8 +262,9 @@ class LoopSampler:
         self._ran = now
         # the wall clock, for the timestamp Prometheus' time() reads it against (loop.time() is monotonic, of no epoch)
         stamped = time.time()
+        self.stamped = stamped
         try:
-            stalled = self._share.add(now, watched, delay)
+            stalled = self.stalled = self._share.add(now, watched, delay)
         except Exception as exc:  # the other series are still recorded
             stalled = None
             self._record_error(exc)
@@ -234,10 +281,10 @@ class LoopSampler:
                 child.observe(delay)
                 stamp = target.stamp()
                 if stamp is not None:
-                    stamp.set(stamped)
+                    stamp.set(self._oldest(stamp, stamped))
                 share = target.share()
                 if share is not None and stalled is not None:
-                    share.set(stalled)
+                    share.set(self._largest(share, stalled))
             except Exception as exc:
                 record_error(COMPONENT, exc, metrics)
         if gone:
@@ -348,12 +395,12 @@ class _Share:
 
 #: The sampler of each event loop (not keeping the loop alive: a collected loop's entry goes with it).
 _samplers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopSampler] = weakref.WeakKeyDictionary()
-_lock = threading.Lock()
+_lock = threading.RLock()  # reentrant: a sampler started under it reads the others (LoopSampler._others)
 
 
 def _renew_lock() -> None:
     global _lock
-    _lock = threading.Lock()
+    _lock = threading.RLock()
 
 
 at_fork_in_child(_renew_lock)

@@ -882,6 +882,9 @@ class RequestRecorder:
         #: Seconds between two samples of an event loop's delay (:meth:`watch_loop`); ``None``: not sampled.
         self.loop_interval = loop_interval()
         self._loop_seen: weakref.ref[asyncio.AbstractEventLoop] | None = None
+        #: Every loop this recorder had watched (not kept alive): requests served by turns on two loops (two threads
+        #: each running one, sharing the app) asked the samplers' table, under its lock, on every request
+        self._loops_watched: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
         self.tracing = TracerSource(tracer_provider)
         try:
             self._in_flight = adder(self.metrics.child(self.metrics.requests_in_flight, (self.service,)))
@@ -913,6 +916,12 @@ class RequestRecorder:
         if seen is not None and seen() is loop:
             return
         try:
+            if loop in self._loops_watched:
+                self._loop_seen = weakref.ref(loop)
+                return
+        except TypeError:  # a loop type that cannot be weakly referenced (below)
+            pass
+        try:
             child = self.metrics.child(self.metrics.event_loop_delay, (self.service,))
             sampled = self.metrics.child(self.metrics.event_loop_sampled, (self.service,))
             stamp = self.metrics.child(self.metrics.event_loop_last_sample, (self.service,))
@@ -923,6 +932,7 @@ class RequestRecorder:
         watch(loop, self.loop_interval, self.metrics, child, sampled, stamp, share)
         try:
             self._loop_seen = weakref.ref(loop)
+            self._loops_watched.add(loop)
         except TypeError as exc:  # a loop type that cannot be weakly referenced: asked again next request
             record_error("event_loop", exc, self.metrics)
 

@@ -1092,3 +1092,117 @@ def test_an_interval_longer_than_half_the_stuck_window_is_warned_once(caplog: py
     assert record.getMessage().startswith("aiwatch: AIWATCH_EVENT_LOOP_INTERVAL is 1000 seconds (seconds, not "
                                           "milliseconds): AiwatchEventLoopDelayHigh and the console's loop table")
     assert duration_ns(Latency().loop_stuck_window) == eventloop.DEFAULT_STUCK_WINDOW * 1e9  # the rules' default
+
+
+class TwoLoops:
+    """Two event loops, each run by a thread of its own, recording through one recorder (two threads each running
+    asyncio, sharing an app)."""
+
+    def __init__(self, recorder: RequestRecorder) -> None:
+        self.recorder = recorder
+        self.loops: list[asyncio.AbstractEventLoop] = []
+        self.threads: list[threading.Thread] = []
+        for _ in range(2):
+            ready = threading.Event()
+
+            def run(ready: threading.Event = ready) -> None:
+                loop = asyncio.new_event_loop()
+                self.loops.append(loop)
+                ready.set()
+                loop.run_forever()
+                loop.close()
+
+            thread = threading.Thread(target=run, daemon=True)
+            thread.start()
+            assert ready.wait(10)
+            self.threads.append(thread)
+
+    def request(self, i: int) -> None:
+        async def request() -> None:
+            self.recorder.watch_loop()
+
+        asyncio.run_coroutine_threadsafe(request(), self.loops[i]).result(10)
+
+    def block(self, i: int) -> threading.Event:
+        """Block loop ``i`` until the event returned is set."""
+        blocked, release = threading.Event(), threading.Event()
+
+        def hold() -> None:
+            blocked.set()
+            release.wait(30)
+
+        self.loops[i].call_soon_threadsafe(hold)
+        assert blocked.wait(10)
+        return release
+
+    def close(self) -> None:
+        for loop in self.loops:
+            loop.call_soon_threadsafe(loop.stop)
+        for thread in self.threads:
+            thread.join(10)
+        eventloop.retire_closed()
+
+
+def wait_for(condition: Any, what: str) -> None:
+    deadline = time.monotonic() + 30
+    while not condition():
+        assert time.monotonic() < deadline, f"not {what} in 30 s"
+        time.sleep(0.005)
+
+
+@pytest.mark.usefixtures("fast")
+def test_a_recorder_serving_two_loops_by_turns_asks_for_each_loops_sampler_once(
+        metrics: Metrics, monkeypatch: pytest.MonkeyPatch) -> None:
+    # it remembered the last loop only: requests served by turns asked the samplers' table, under its lock, and set
+    # the timestamp at each request (200 asks for 200 requests)
+    asked: list[asyncio.AbstractEventLoop] = []
+    watch = timing_module.watch
+    monkeypatch.setattr(timing_module, "watch", lambda loop, *args: (asked.append(loop), watch(loop, *args)))
+    loops = TwoLoops(RequestRecorder(metrics, service="svc"))
+    try:
+        for i in range(200):
+            loops.request(i % 2)
+        assert asked == loops.loops
+    finally:
+        loops.close()
+
+
+@pytest.mark.usefixtures("fast")
+def test_a_loop_blocked_while_another_loop_of_its_service_samples_shows_its_last_sample_time(
+        metrics: Metrics) -> None:
+    # both loops' samplers set the service's one timestamp: the other loop's samples kept it fresh, and a loop blocked
+    # for good never read as stuck (2.5 s blocked read 0.006 s old)
+    loops = TwoLoops(RequestRecorder(metrics, service="svc"))
+    try:
+        loops.request(0)
+        loops.request(1)
+        release = loops.block(0)
+        try:
+            blocked_since = time.time()  # loop 0 sampled last before it
+            samples = count(metrics)
+            wait_for(lambda: count(metrics) >= samples + 2, "the other loop sampled")  # (loop 0 takes none)
+            assert stamp(metrics) < blocked_since
+        finally:
+            release.set()
+    finally:
+        loops.close()
+
+
+@pytest.mark.usefixtures("fast")
+def test_the_stalled_ratio_of_a_service_on_two_loops_is_the_larger_loops(metrics: Metrics) -> None:
+    # both loops' samplers set the service's one share: it read the loop that sampled last's (0.02 and 0.8 by turns)
+    loops = TwoLoops(RequestRecorder(metrics, service="svc"))
+    try:
+        loops.request(0)
+        loops.request(1)
+        loops.loops[0].call_soon_threadsafe(time.sleep, 0.3)  # loop 0 stood still, loop 1 did not
+        wait_for(lambda: (share(metrics) or 0.0) > 0.1, "loop 0's stall sampled")
+        release = loops.block(0)  # loop 0 sets nothing from here
+        try:
+            samples = count(metrics)
+            wait_for(lambda: count(metrics) >= samples + 2, "the other loop sampled")  # (loop 0 takes none)
+            assert (share(metrics) or 0.0) > 0.1
+        finally:
+            release.set()
+    finally:
+        loops.close()
