@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 from aiwatch.amounts import MAX_COUNT, count
 from aiwatch.fastpath import observe
 from aiwatch.safety import record_error
-from aiwatch.timing import _guarded, current_timeline, recorder_outside_requests
+from aiwatch.timing import _get_ident, _guarded, current_timeline, recorder_outside_requests
 from aiwatch.utf8 import text_or_value
 
 if TYPE_CHECKING:
@@ -187,8 +187,18 @@ def record_tokens(input_tokens: int = 0, output_tokens: int = 0, model: str | No
             # with the request's lock when another thread touched it (a request's work fanned out to threads): the
             # lazy TokenUsage and per-model counts lost tokens, and a thread the request left running broke
             # finish()'s reading of them (timing._guarded)
-            _guarded(tl, _add_tokens, tl, tl.recorder.guard.fold("model", model) if model else None, counts[0],
-                     counts[1], now, model)
+            label = tl.recorder.guard.fold("model", model) if model else None
+            if tl.owner == _get_ident():  # the common case inlined (a streamed response counts every chunk)
+                busy = tl.busy
+                tl.busy = True
+                if tl.lock is None:
+                    try:
+                        _add_tokens(tl, label, counts[0], counts[1], now, model)
+                    finally:
+                        tl.busy = busy
+                    return
+                tl.busy = busy
+            _guarded(tl, _add_tokens, tl, label, counts[0], counts[1], now, model)
         except Exception as exc:
             record_error("genai", exc, tl.recorder.metrics)
         return
