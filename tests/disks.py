@@ -19,14 +19,8 @@ def tmpfs(tmp_path: Path, size: str) -> Iterator[Path]:
         pytest.skip("mounting a tmpfs needs root")
     mountpoint = tmp_path / "disk"
     mountpoint.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mountpoint)],
-                             capture_output=True, text=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
-    try:
+    with _mounted(mountpoint, f"size={size}", "a tmpfs"):
         yield mountpoint
-    finally:
-        subprocess.run(["umount", "--lazy", str(mountpoint)], check=True)
 
 
 @contextmanager
@@ -42,11 +36,18 @@ def read_only_directory(tmp_path: Path) -> Iterator[Path]:
         finally:
             directory.chmod(0o755)
         return
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(directory)],
+    with _mounted(directory, "ro,size=64k", "a read-only tmpfs"):
+        yield directory
+
+
+@contextmanager
+def _mounted(mountpoint: Path, options: str, what: str) -> Iterator[None]:
+    """A tmpfs mounted at ``mountpoint`` with ``options`` while the block runs; the test skipped where it cannot be."""
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mountpoint)],
                              capture_output=True, text=True)
     if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a read-only tmpfs here: {mounted.stderr.strip()}")
+        pytest.skip(f"cannot mount {what} here: {mounted.stderr.strip()}")
     try:
-        yield directory
+        yield
     finally:
-        subprocess.run(["umount", "--lazy", str(directory)], check=True)
+        subprocess.run(["umount", "--lazy", str(mountpoint)], check=True)

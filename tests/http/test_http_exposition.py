@@ -329,6 +329,12 @@ def test_the_old_lowercase_multiprocess_variable_is_read_as_prometheus_client_re
     assert multiprocess_dir() == str(tmp_path / "upper")
 
 
+def gunicorn_server(logged: list[tuple[object, ...]]) -> Any:
+    """What gunicorn's hooks use of its arbiter: a logger whose ``info`` and ``error`` calls land in ``logged``."""
+    return SimpleNamespace(log=SimpleNamespace(info=lambda *args: logged.append(args),
+                                               error=lambda *args: logged.append(args)))
+
+
 @pytest.mark.parametrize("name", ["PROMETHEUS_MULTIPROC_DIR", "prometheus_multiproc_dir"])
 def test_a_multiprocess_variable_set_but_empty_is_logged_and_counted_at_start(
         name: str, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -338,8 +344,7 @@ def test_a_multiprocess_variable_set_but_empty_is_logged_and_counted_at_start(
         monkeypatch.delenv(variable, raising=False)
     monkeypatch.setenv(name, "")
     logged: list[tuple[object, ...]] = []
-    server = SimpleNamespace(log=SimpleNamespace(info=lambda *args: logged.append(args),
-                                                 error=lambda *args: logged.append(args)))
+    server = gunicorn_server(logged)
     before = default_errors("multiprocess")
     on_starting(server)
     assert default_errors("multiprocess") == before + 1
@@ -353,8 +358,7 @@ def test_a_multiprocess_directory_that_is_a_file_is_logged_and_counted_at_start(
     (tmp_path / "a-file").write_text("")
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / "a-file"))
     logged: list[tuple[object, ...]] = []
-    server = SimpleNamespace(log=SimpleNamespace(info=lambda *args: logged.append(args),
-                                                 error=lambda *args: logged.append(args)))
+    server = gunicorn_server(logged)
     before = default_errors("multiprocess")
     on_starting(server)
     assert default_errors("multiprocess") == before + 1
@@ -369,7 +373,7 @@ def default_errors(component: str) -> float:
 def test_the_starting_hook_logs_what_it_removed_and_does_nothing_without_multiprocess_mode(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     logged: list[tuple[object, ...]] = []
-    server = SimpleNamespace(log=SimpleNamespace(info=lambda *args: logged.append(args)))
+    server = gunicorn_server(logged)
     (tmp_path / f"counter_{dead_pid()}.db").write_bytes(b"x")
     monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
     on_starting(server)

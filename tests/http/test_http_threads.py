@@ -31,6 +31,20 @@ def fast_switches() -> Iterator[None]:
         sys.setswitchinterval(switch)
 
 
+def get_ok(conn: Any, path: str) -> Any:
+    """A GET of ``path`` on the server's connection, answered 200 ``ok``: the response."""
+    conn.request("GET", path)
+    response = conn.getresponse()
+    assert (response.status, response.read()) == (200, b"ok")
+    return response
+
+
+def phase_seconds(registry: CollectorRegistry, phase: str) -> float | None:
+    """The seconds recorded for ``phase`` of service ``svc``."""
+    name = "aiwatch_phase_duration_seconds_sum"
+    return registry.get_sample_value(name, with_defaults(name, {"service": "svc", "model": "", "phase": phase}))
+
+
 def test_phases_of_one_request_ended_in_many_threads_at_once_all_count(fast_switches: None) -> None:
     # a request fanning its work out to a thread pool with its context (contextvars.copy_context().run: the way
     # aiwatch's own warning tells): each thread's phase time is added to the one request's phases; the read-add-write
@@ -54,14 +68,10 @@ def test_phases_of_one_request_ended_in_many_threads_at_once_all_count(fast_swit
     try:
         with serving(AiwatchWSGIMiddleware(app, service="svc", registry=registry)) as conn:
             for _ in range(requests):
-                conn.request("GET", "/predict")
-                response = conn.getresponse()
-                assert (response.status, response.read()) == (200, b"ok")
+                get_ok(conn, "/predict")
     finally:
         pool.shutdown()
-    name = "aiwatch_phase_duration_seconds_sum"
-    labels = with_defaults(name, {"service": "svc", "model": "", "phase": "retrieval"})
-    recorded = registry.get_sample_value(name, labels)
+    recorded = phase_seconds(registry, "retrieval")
     assert recorded == pytest.approx(requests * threads * per_thread * seconds, rel=1e-9)
 
 
@@ -91,14 +101,10 @@ def test_phases_the_requests_own_thread_ends_while_other_threads_end_some_too_al
     try:
         with serving(AiwatchWSGIMiddleware(app, service="svc", registry=registry)) as conn:
             for _ in range(requests):
-                conn.request("GET", "/predict")
-                response = conn.getresponse()
-                assert (response.status, response.read()) == (200, b"ok")
+                get_ok(conn, "/predict")
     finally:
         pool.shutdown()
-    name = "aiwatch_phase_duration_seconds_sum"
-    labels = with_defaults(name, {"service": "svc", "model": "", "phase": "retrieval"})
-    recorded = registry.get_sample_value(name, labels)
+    recorded = phase_seconds(registry, "retrieval")
     assert recorded == pytest.approx(requests * (threads + 1) * per_thread * seconds, rel=1e-9)
 
 
@@ -132,10 +138,7 @@ def test_a_thread_the_request_left_recording_phases_loses_none_of_its_signals(fa
                                        on_request_end=lambda environ, tl, status: recorded.append(status))
     with serving(middleware) as conn:
         for _ in range(requests):
-            conn.request("GET", "/predict")
-            response = conn.getresponse()
-            assert (response.status, response.read()) == (200, b"ok")
-            assert response.getheader("Server-Timing")
+            assert get_ok(conn, "/predict").getheader("Server-Timing")
             stop, thread = left.pop()  # left running while the server records the request (after the response)
             wait_until(lambda: bool(recorded), what="the request recorded")
             recorded.clear()
@@ -182,9 +185,7 @@ def test_tokens_of_one_request_counted_in_many_threads_at_once_all_count(fast_sw
     try:
         with serving(middleware) as conn:
             for _ in range(requests):
-                conn.request("GET", "/generate")
-                response = conn.getresponse()
-                assert (response.status, response.read()) == (200, b"ok")
+                get_ok(conn, "/generate")
             # (recorded after the response is sent)
             wait_until(lambda: len(recorded) == requests, what="the requests recorded")
     finally:
@@ -223,9 +224,7 @@ def test_a_thread_the_request_left_counting_tokens_loses_none_of_its_signals(fas
                                        on_request_end=lambda environ, tl, status: recorded.append(status))
     with serving(middleware) as conn:
         for _ in range(requests):
-            conn.request("GET", "/generate")
-            response = conn.getresponse()
-            assert (response.status, response.read()) == (200, b"ok")
+            get_ok(conn, "/generate")
             stop, thread = left[-1]  # left running while the server records the request (after the response)
             wait_until(lambda: bool(recorded), what="the request recorded")
             recorded.clear()
