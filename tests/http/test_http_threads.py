@@ -45,6 +45,19 @@ def phase_seconds(registry: CollectorRegistry, phase: str) -> float | None:
     return registry.get_sample_value(name, with_defaults(name, {"service": "svc", "model": "", "phase": phase}))
 
 
+def served(app: Any, requests: int, pool: ThreadPoolExecutor) -> CollectorRegistry:
+    """The registry of service ``svc`` after ``requests`` GETs of ``app`` behind werkzeug's threaded server; ``pool``
+    (the app's threads) shut down after."""
+    registry = CollectorRegistry()
+    try:
+        with serving(AiwatchWSGIMiddleware(app, service="svc", registry=registry)) as conn:
+            for _ in range(requests):
+                get_ok(conn, "/predict")
+    finally:
+        pool.shutdown()
+    return registry
+
+
 def test_phases_of_one_request_ended_in_many_threads_at_once_all_count(fast_switches: None) -> None:
     # a request fanning its work out to a thread pool with its context (contextvars.copy_context().run: the way
     # aiwatch's own warning tells): each thread's phase time is added to the one request's phases; the read-add-write
@@ -63,15 +76,8 @@ def test_phases_of_one_request_ended_in_many_threads_at_once_all_count(fast_swit
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [b"ok"]
 
-    registry = CollectorRegistry()
     requests = 3
-    try:
-        with serving(AiwatchWSGIMiddleware(app, service="svc", registry=registry)) as conn:
-            for _ in range(requests):
-                get_ok(conn, "/predict")
-    finally:
-        pool.shutdown()
-    recorded = phase_seconds(registry, "retrieval")
+    recorded = phase_seconds(served(app, requests, pool), "retrieval")
     assert recorded == pytest.approx(requests * threads * per_thread * seconds, rel=1e-9)
 
 
@@ -96,15 +102,8 @@ def test_phases_the_requests_own_thread_ends_while_other_threads_end_some_too_al
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [b"ok"]
 
-    registry = CollectorRegistry()
     requests = 40
-    try:
-        with serving(AiwatchWSGIMiddleware(app, service="svc", registry=registry)) as conn:
-            for _ in range(requests):
-                get_ok(conn, "/predict")
-    finally:
-        pool.shutdown()
-    recorded = phase_seconds(registry, "retrieval")
+    recorded = phase_seconds(served(app, requests, pool), "retrieval")
     assert recorded == pytest.approx(requests * (threads + 1) * per_thread * seconds, rel=1e-9)
 
 
