@@ -19,8 +19,9 @@ sets ``aiwatch_event_loop_stalled_ratio{service}`` to the share of the last :dat
 still (its delays over the time watched, in :data:`SHARE_BUCKETS` buckets of loop time): a merged target serves the
 largest live process's, where the counters' ratio is the mean over the processes. Several loops of one process
 recording for one service (threads each running asyncio, sharing an app) set the same two gauges: the timestamp is
-the least recently sampled open loop's (a loop blocked for good shows while the others sample), the share the
-largest loop's. A timer
+the least recently sampled running loop's (a loop blocked for good is running, inside the callback that blocks it,
+and shows while the others sample; a loop kept between calls and not running is left out), the share the largest
+loop's. A timer
 callback, not a task: a closed loop drops it
 (nothing pending, nothing to cancel), and it never keeps ``run_until_complete``, ``asyncio.run`` or a server's
 shutdown waiting; the sampler of a loop closed is retired when the loop is collected, or, still referenced, at the
@@ -182,7 +183,9 @@ class LoopSampler:
             if sampler is self or not sampler.running:
                 continue
             loop = sampler.loop()
-            if loop is None or loop.is_closed():  # (not retired yet: retire_closed)
+            # closed (not retired yet: retire_closed), or not running: a loop kept between calls
+            # (run_until_complete) is idle, not stuck; a blocked loop is running, inside the callback that blocks it
+            if loop is None or loop.is_closed() or not loop.is_running():
                 continue
             if any(getattr(target, kind)() is gauge for target in sampler._targets):
                 found.append(sampler)

@@ -1206,3 +1206,30 @@ def test_the_stalled_ratio_of_a_service_on_two_loops_is_the_larger_loops(metrics
             release.set()
     finally:
         loops.close()
+
+
+@pytest.mark.usefixtures("fast")
+def test_a_loop_kept_open_but_not_running_leaves_its_services_timestamp_to_the_running_loop(
+        metrics: Metrics) -> None:
+    # a loop run for a call and kept for the next (run_until_complete, not closed) is idle, not blocked: read as the
+    # least recently sampled loop, its last sample aged the service's timestamp as a stuck loop's would
+    recorder = RequestRecorder(metrics, service="svc")
+    loops = TwoLoops(recorder)
+    kept = asyncio.new_event_loop()
+    try:
+        async def request() -> None:
+            recorder.watch_loop()
+
+        caller = threading.Thread(target=kept.run_until_complete, args=(request(),))
+        caller.start()
+        caller.join(10)
+        assert eventloop.sampler_for(kept) is not None and not kept.is_running() and not kept.is_closed()
+        idle_since = time.time()
+        loops.request(1)
+        samples = count(metrics)
+        wait_for(lambda: count(metrics) >= samples + 2, "the running loop sampled")
+        assert stamp(metrics) >= idle_since
+    finally:
+        loops.close()
+        kept.close()
+        eventloop.retire_closed()
