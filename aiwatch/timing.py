@@ -435,7 +435,12 @@ R = TypeVar("R")
 
 def _guarded(tl: RequestTimeline, fn: Callable[..., R], *args: Any) -> R:
     """``fn(*args)``, changing or reading ``tl``'s phases, calls or named phases: with no lock in its owner's thread
-    while no other thread touched it, else under its lock (:func:`_shared_lock`)."""
+    while no other thread touched it, else under its lock (:func:`_shared_lock`).
+
+    Where a function call costs on the request path, the owner's branch below is written out in place (a phase's
+    exit, :meth:`RequestTimeline.add`, :meth:`RequestTimeline.server_timing`, :meth:`RequestRecorder.finish`,
+    :func:`aiwatch.genai.record_tokens`, :func:`aiwatch.degradation.degraded`): a change to the scheme changes them
+    all."""
     if tl.owner == _get_ident():
         busy = tl.busy
         tl.busy = True
