@@ -22,14 +22,7 @@ served them all (to mark one caller's response, call it in that caller, after ``
 from __future__ import annotations
 
 from aiwatch.safety import record_error
-from aiwatch.timing import (
-    RequestTimeline,
-    _get_ident,
-    _guarded,
-    current_timeline,
-    recorder_outside_requests,
-    shared_work,
-)
+from aiwatch.timing import RequestTimeline, _guarded, current_timeline, recorder_outside_requests, shared_work
 
 CACHED_PREDICTION = "cached_prediction"
 SMALLER_MODEL = "smaller_model"
@@ -73,16 +66,6 @@ def degraded(reason: str, model: str | None = None) -> None:
             entry = (guard.fold("reason", reason), guard.fold("model", model) if model else None)
             # with the request's lock when another thread touched it (timing._guarded): a fallback marked in a
             # thread the request left running broke finish()'s reading of them
-            if tl.owner == _get_ident():  # the common case inlined: the request's own thread, alone
-                busy = tl.busy
-                tl.busy = True
-                if tl.lock is None:
-                    try:
-                        _add_fallback(tl, entry)
-                    finally:
-                        tl.busy = busy
-                    return
-                tl.busy = busy
             _guarded(tl, _add_fallback, tl, entry)
             return
         m = recorder.metrics

@@ -242,19 +242,7 @@ class RequestTimeline:
         head = ""
         named = 0.0
         # a copy: a phase ending in another thread meanwhile raised "changed size during iteration"
-        if self.owner == _get_ident():
-            busy = self.busy
-            self.busy = True
-            if self.lock is None:
-                try:
-                    phases = list(self.phases.items())
-                finally:
-                    self.busy = busy
-            else:
-                self.busy = busy
-                phases = _guarded(self, self._phases_now)
-        else:
-            phases = _guarded(self, self._phases_now)
+        phases = _guarded(self, self._phases_now)
         for (name, _model), secs in phases:
             # %-formatting and += (a handful of phases): cheaper than f-strings and a list joined
             head += "%s;dur=%.3f, " % (name, secs * 1000.0)  # noqa: UP031
@@ -437,10 +425,9 @@ def _guarded(tl: RequestTimeline, fn: Callable[..., R], *args: Any) -> R:
     """``fn(*args)``, changing or reading ``tl``'s phases, calls or named phases: with no lock in its owner's thread
     while no other thread touched it, else under its lock (:func:`_shared_lock`).
 
-    Where a function call costs on the request path, the owner's branch below is written out in place (a phase's
-    exit, :meth:`RequestTimeline.add`, :meth:`RequestTimeline.server_timing`, :meth:`RequestRecorder.finish`,
-    :func:`aiwatch.genai.record_tokens`, :func:`aiwatch.degradation.degraded`): a change to the scheme changes them
-    all."""
+    Where a function call costs on the request path, at every phase or chunk, the owner's branch below is written
+    out in place (a phase's exit, :meth:`RequestTimeline.add`, :func:`aiwatch.genai.record_tokens`): a change to the
+    scheme changes them all."""
     if tl.owner == _get_ident():
         busy = tl.busy
         tl.busy = True
@@ -1110,17 +1097,7 @@ class RequestRecorder:
         learn of an exception)."""
         now = _clock() if end is None else end
         # from here no thread changes tl.phases (RequestTimeline.add refuses), which are read below
-        if tl.owner == _get_ident():
-            busy = tl.busy
-            tl.busy = True
-            if tl.lock is None:
-                tl.finished = True  # (a thread that makes the lock meanwhile waits for busy, then sees it)
-                tl.busy = busy
-            else:
-                tl.busy = busy
-                _guarded(tl, _mark_finished, tl)
-        else:
-            _guarded(tl, _mark_finished, tl)
+        _guarded(tl, _mark_finished, tl)
         m = self.metrics
         try:
             self._in_flight(-1)
