@@ -35,6 +35,16 @@ def monotonic() -> float:
     return time.monotonic()
 
 
+def correction(offset: float | None) -> float:
+    """The seconds to add to a time read on this machine's clock to put it on the other's, from ``offset`` (an
+    :func:`answer_offset`): the offset where it is :data:`OFFSET_SECONDS` or more either way, else 0.
+
+        >>> correction(None), correction(1.4), correction(-7200.2)
+        (0.0, 0.0, -7200.2)
+    """
+    return offset if offset is not None and abs(offset) >= OFFSET_SECONDS else 0.0
+
+
 def answer_offset(resp: Any) -> float | None:
     """The answering server's wall clock minus this machine's (:func:`wall`), from the ``Date`` of an HTTP answer
     whose headers were just read: to within half a second (the header has whole seconds) and the answer's travel.

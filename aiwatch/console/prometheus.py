@@ -225,8 +225,7 @@ class PrometheusSource(DataSource):
         is :data:`aiwatch.clock.OFFSET_SECONDS` or more (the header has whole seconds). With this machine's clock
         ahead, the over-time panels' last points were asked where Prometheus had no samples yet (a request rate
         falling to a quarter at the end of every chart) and, past the window, every service read as stopped."""
-        offset = self.api.clock_offset
-        return clock.wall() + (offset if offset is not None and abs(offset) >= clock.OFFSET_SECONDS else 0.0)
+        return clock.wall() + clock.correction(self.api.clock_offset)
 
     def window_totals(self, start: float, end: float) -> WindowTotals:
         from aiwatch.diagnose.sources import prometheus_totals

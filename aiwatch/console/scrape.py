@@ -905,8 +905,7 @@ class ScrapeSource(DataSource):
         # host two hours behind showed a journal torn a minute ago as two hours old, past the alert's window)
         stamps: Samples = []
         for target, (url, snaps) in zip(self._targets, data, strict=True):
-            offset = target.clock_offset
-            moved = offset if offset is not None and abs(offset) >= clock.OFFSET_SECONDS else 0.0
+            moved = clock.correction(target.clock_offset)
             stamps.extend((labels, stamp - moved)
                           for labels, stamp in self._gauge([(url, snaps)], Q.PREDICTION_LOG_RECOVERY_LAST.name, t))
         last = max_by(stamps, ("log", "result"))
