@@ -7,9 +7,12 @@ the real clock there, and such a test would pass whatever that reader did."""
 from __future__ import annotations
 
 import ast
+import math
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import aiwatch
 from aiwatch import clock
@@ -63,3 +66,14 @@ def test_an_answers_date_gives_the_servers_clock_offset(monkeypatch: pytest.Monk
     assert clock.answer_offset(Answer(Date="Sun, 09 Sep 2001 01:46:40")) == 0.25  # no zone: GMT, as HTTP's are
     for broken in (Answer(), Answer(Date=""), Answer(Date="yesterday"), object()):
         assert clock.answer_offset(broken) is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text() | st.from_regex(r"(Mon|Sun), [0-9]{1,3} (Jan|Sep|Xyz) -?[0-9]{1,12} [0-9]{1,3}:[0-9]{1,3}"
+                                 r"(:[0-9]{1,3})? ?(GMT|[+-][0-9]{4}|[A-Z]{1,5})?", fullmatch=True))
+def test_any_date_header_an_app_or_a_proxy_sends_is_an_offset_or_none(date: str) -> None:
+    # the Date of every /metrics and Prometheus answer is read: a hostile or broken one (a year past datetime's, a
+    # zone of garbage, any text) must not raise out of the scrape or the query
+    offset = clock.answer_offset(Answer(Date=date))
+    assert offset is None or math.isfinite(offset)
+    assert clock.correction(offset) in (0.0, offset)
