@@ -3,22 +3,28 @@
 :func:`record_error` is the one place such a failure goes: it increments
 ``aiwatch_instrumentation_errors_total{component}`` and logs the first failure of a burst per component and
 exception type (with the traceback), then stays quiet until ``burst_seconds`` have passed, when it logs again with how
-many were suppressed. An instance of which a process may have several (a queue, a feature cache, a drift monitor, a
-prediction log) names itself in that line (:func:`errors_of`), the counter keeping ``component`` alone.
+many were suppressed; a burst that stops instead is summed up in a line of its own once none has come for
+``burst_seconds`` (how many, over how long), else the log never told them. An instance of which a process may have
+several (a queue, a feature cache, a drift monitor, a prediction log) names itself in that line (:func:`errors_of`),
+the counter keeping ``component`` alone.
 :func:`warn_rate_limited` logs other conditions that traffic can repeat (a label over its bound, an unknown drift
 feature) the same way, so no client can fill the log.
 """
 
 from __future__ import annotations
 
+import atexit
 import errno
 import functools
+import heapq
 import inspect
+import itertools
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from aiwatch.forksafe import renew_at_fork
@@ -45,18 +51,141 @@ class _BurstLog:
         self._lock = threading.RLock()
         # The parent's bursts are the parent's: a worker's log may be a stream of its own, and its first warning of
         # a kind the master logged a moment before (a drift monitor's unknown feature) was silenced for a burst.
+        # Its pending summaries too: the parent logs them.
         self._last: dict[str, float] = {}
         self._suppressed: dict[str, int] = {}
+        self._latest: dict[str, float] = {}  # the latest suppressed one per key, while any is
+        self._about: dict[str, str] = {}  # what the burst's first line was about, for its summary
+        self._pending: set[str] = set()  # keys with a summary scheduled
 
-    def should_log(self, component: str) -> tuple[bool, int]:
+    def should_log(self, component: str, about: Callable[[], str] | None = None) -> tuple[bool, int]:
+        """Whether to log this one of ``component``'s burst, and how many were not since the last that was.
+        ``about()`` (called when it is logged) names the burst in the line that sums it up if it stops."""
         now = time.monotonic()
         with self._lock:
             last = self._last.get(component)
             if last is None or now - last >= self.burst_seconds:
                 self._last[component] = now
+                self._latest.pop(component, None)
+                if about is not None:
+                    try:
+                        self._about[component] = about()
+                    except Exception:  # a message whose arguments cannot be formatted: its key names it
+                        self._about.pop(component, None)
                 return True, self._suppressed.pop(component, 0)
             self._suppressed[component] = self._suppressed.get(component, 0) + 1
-            return False, 0
+            self._latest[component] = now
+            if component in self._pending:
+                return False, 0
+            self._pending.add(component)
+            due = now + self.burst_seconds
+        _summaries.schedule(self, component, due)
+        return False, 0
+
+    def summarise(self, key: str, final: bool = False) -> None:
+        """Log how many of ``key``'s burst were suppressed, once none has come for ``burst_seconds`` (a burst that
+        goes on is told by its next line, as before); ``final``: now, the process exiting."""
+        now = time.monotonic()
+        with self._lock:
+            count = self._suppressed.get(key, 0)
+            latest = self._latest.get(key, now)
+            due = latest + self.burst_seconds
+            if count and due > now and not final:
+                reschedule = True
+            else:
+                reschedule = False
+                self._pending.discard(key)
+                if not count:  # told by the burst's next line meanwhile
+                    return
+                del self._suppressed[key]
+                self._latest.pop(key, None)
+                span = latest - self._last.get(key, latest)
+                about = self._about.get(key, f"aiwatch: {key}")
+        if reschedule:
+            _summaries.schedule(self, key, due)
+            return
+        tail = "the process exiting" if final else f"then none for {_seconds(self.burst_seconds)} s"
+        logger.warning("%s (%d more in the %s s after the last report, %s)", about, count, _seconds(span), tail)
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.3f}".rstrip("0").rstrip(".") if value < 100 else f"{value:.0f}"
+
+
+class _Summaries:
+    """One daemon thread for every burst log's summaries: started when the first line of a burst is suppressed,
+    woken at the earliest one due, ended when none is pending. A summary still pending when the interpreter exits
+    is logged then (by the atexit hook, before logging shuts down)."""
+
+    def __init__(self) -> None:
+        self._renew_after_fork()
+        renew_at_fork(self)
+
+    def _renew_after_fork(self) -> None:
+        # the child has no thread and none of the parent's pending summaries (its burst logs dropped their counts)
+        # reentrant: the weak references' callback takes it, and a collection can run it where it is held
+        self._cond = threading.Condition(threading.RLock())
+        self._due: list[tuple[float, int, weakref.ref[_BurstLog], str]] = []
+        self._order = itertools.count()
+        self._thread: threading.Thread | None = None
+        self._exiting = False
+
+    def schedule(self, log: _BurstLog, key: str, due: float) -> None:
+        with self._cond:
+            if self._exiting:
+                return
+            # weakly: a burst log dropped (each test makes its own) has no summary to give, and its entries go then
+            heapq.heappush(self._due, (due, next(self._order), weakref.ref(log, self._dropped), key))
+            if self._thread is None:
+                thread = threading.Thread(target=self._run, name="aiwatch-burst-summaries", daemon=True)
+                thread.start()
+                self._thread = thread
+            else:
+                self._cond.notify()
+
+    def _dropped(self, _: object) -> None:
+        with self._cond:
+            self._cond.notify()
+
+    def _run(self) -> None:
+        me = threading.current_thread()
+        while True:
+            with self._cond:
+                if self._thread is not me:
+                    return
+                now = time.monotonic()
+                while self._due and self._due[0][0] > now and not self._exiting:
+                    self._cond.wait(self._due[0][0] - now)
+                    now = time.monotonic()
+                    if any(ref() is None for _, _, ref, _ in self._due):
+                        self._due = [entry for entry in self._due if entry[2]() is not None]
+                        heapq.heapify(self._due)
+                if not self._due or self._exiting:
+                    self._thread = None
+                    return
+                ready = []
+                while self._due and self._due[0][0] <= now:
+                    ready.append(heapq.heappop(self._due))
+            for _, _, ref, key in ready:
+                log = ref()
+                if log is not None:
+                    with suppress(Exception):
+                        log.summarise(key)
+
+    def at_exit(self) -> None:
+        with self._cond:
+            self._exiting = True
+            due, self._due = self._due, []
+            self._cond.notify()
+        for _, _, ref, key in sorted(due):
+            log = ref()
+            if log is not None:
+                with suppress(Exception):
+                    log.summarise(key, final=True)
+
+
+_summaries = _Summaries()
+atexit.register(_summaries.at_exit)
 
 
 _burst = _BurstLog()
@@ -140,15 +269,19 @@ def _burst_key(component: str, exc: BaseException, subject: str | None = None) -
 def record_error(component: str, exc: BaseException, metrics: Metrics | None = None, *,
                  subject: str | None = None) -> None:
     """Count and (rate-limited) log a failure inside aiwatch: the first of a burst per component, exception type and
-    ``subject`` is logged with its traceback, the next one after ``burst_seconds`` with how many were not.
+    ``subject`` is logged with its traceback, the next one after ``burst_seconds`` with how many were not (or, when
+    they stop, a line of their own says how many, once ``burst_seconds`` have passed without one).
     ``subject`` names the instance that failed in the log line, after the component (``queue 'ranker'``); the
     counter keeps ``component`` alone. Never raises."""
     _count(component, metrics, exc)
     try:
-        log_now, suppressed = _burst.should_log(_burst_key(component, exc, subject))
+        what = component if subject is None else f"{component} {subject}"
+        key = _burst_key(component, exc, subject)
+        # past MAX_BURST_KINDS the component's burst holds every type: its summary names none
+        kind = "" if key == component else f" with {type(exc).__qualname__}"
+        log_now, suppressed = _burst.should_log(key, lambda: f"aiwatch: {what} failed{kind}")
         if log_now:
             extra = f" ({suppressed} more since the last report)" if suppressed else ""
-            what = component if subject is None else f"{component} {subject}"
             logger.warning("aiwatch: %s failed and was skipped%s: %r", what, extra, exc, exc_info=exc)
     except Exception:
         pass
@@ -163,9 +296,10 @@ def errors_of(component: str, subject: str, metrics: Metrics | None = None) -> C
 
 def warn_rate_limited(key: str, message: str, *args: object) -> None:
     """Log ``message % args`` as a warning, at most once per burst (``set_burst_seconds``) for ``key``; the next
-    one says how many were not logged. Never raises."""
+    one says how many were not logged, or, when none comes for ``burst_seconds``, a line that repeats the first
+    one's message with how many. Never raises."""
     try:
-        log_now, suppressed = _burst.should_log(key)
+        log_now, suppressed = _burst.should_log(key, lambda: message % args)
         if log_now:
             extra = f" ({suppressed} more since the last report)" if suppressed else ""
             logger.warning(message + "%s", *args, extra)
