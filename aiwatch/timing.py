@@ -187,20 +187,6 @@ class RequestTimeline:
             self.named = set()
         self.named.add(key)
 
-    def move_phases(self, old: str, new: str) -> None:
-        """Relabel the phases recorded under the request's model ``old`` without naming it to ``new``, adding up
-        with those already there."""
-        _guarded(self, self._move_phases, old, new)
-
-    def _move_phases(self, old: str, new: str) -> None:
-        if self.finished:  # the phases are read (finish()) or recorded already
-            return
-        named = self.named or ()
-        phases = self.phases
-        for key in [key for key in phases if key[1] == old and key not in named]:
-            moved = (key[0], new)
-            phases[moved] = phases.get(moved, 0.0) + phases.pop(key)
-
     def add_call(self, peer: str, phase: str, client: float, network: float | None) -> None:
         """Remember an outgoing call's client-observed and network time (``None``: the peer reported no time)."""
         _guarded(self, self._add_call, peer, phase, client, network)
@@ -339,7 +325,8 @@ def set_model(model: str, version: str = "") -> None:
     can be told apart. The request's phases that name no model are labelled with the model it ends with, those
     recorded before the call included (as its overhead, tokens and fallbacks). Both pass the cardinality guard like
     every label that comes from traffic. Phases that name a model (``phase(name, model=...)``) keep it, and get no
-    version unless it is the request's. No-op outside a request. Never raises: a value the guard cannot take (a list)
+    version unless it is the request's. No-op outside a request, and once it is recorded (another thread's call, as
+    its ``finish()`` runs). Never raises: a value the guard cannot take (a list)
     is counted as aiwatch's error (component ``metrics``) and the labels stay as they were."""
     tl = _timeline.get()
     if tl is not None:
@@ -350,9 +337,23 @@ def set_model(model: str, version: str = "") -> None:
         except Exception as exc:  # TypeError: unhashable
             record_error("metrics", exc, tl.recorder.metrics)
             return
-        if tl.phases and model_label != tl.model:
-            tl.move_phases(tl.model, model_label)
-        tl.model, tl.version, tl.model_name = model_label, version_label, model
+        _guarded(tl, _set_model, tl, model_label, version_label, model)
+
+
+def _set_model(tl: RequestTimeline, label: str, version: str, name: Any) -> None:
+    # in one guarded step with the phases' move, and not once finished: another thread's set_model (a request's
+    # context copied into a pool) changed tl.model while finish() read it, which recorded the request's phases under
+    # one model and its overhead (or fallbacks, or version errors) under the other
+    if tl.finished:
+        return
+    phases = tl.phases
+    if phases and label != tl.model:
+        # the phases under the request's model without naming it go to the new one, adding up with those there
+        named, old = tl.named or (), tl.model
+        for key in [key for key in phases if key[1] == old and key not in named]:
+            moved = (key[0], label)
+            phases[moved] = phases.get(moved, 0.0) + phases.pop(key)
+    tl.model, tl.version, tl.model_name = label, version, name
 
 
 #: An open phase: ``[name, model, parent frame, start, time of the phases inside it, span, (token of the context
