@@ -254,12 +254,15 @@ CONSOLE_PROMETHEUS = EnvVar("AIWATCH_CONSOLE_PROMETHEUS", "",
 CONSOLE_SCRAPE = EnvVar("AIWATCH_CONSOLE_SCRAPE", "http://127.0.0.1:8000/metrics",
                         "`/metrics` URLs (comma or space separated) the console scrapes itself when no Prometheus "
                         "URL is set.")
-CONSOLE_INTERVAL = EnvVar("AIWATCH_CONSOLE_INTERVAL", "5", "Seconds between the console's own scrapes.")
+CONSOLE_INTERVAL = EnvVar("AIWATCH_CONSOLE_INTERVAL", "5",
+                          "Seconds between the console's own scrapes. Below 0.1 or above 3600 (`5000` meant as "
+                          "milliseconds) it is kept and warned of once, as is `--interval`.")
 CONSOLE_HISTORY = EnvVar("AIWATCH_CONSOLE_HISTORY", "1800",
                          "Seconds of scraped history the console keeps (at least 120: the event loop table's stuck "
                          "check reads 2 minutes).")
 CONSOLE_REFRESH = EnvVar("AIWATCH_CONSOLE_REFRESH", "10",
-                         "Seconds between automatic redraws of the open view (0 turns them off).")
+                         "Seconds between automatic redraws of the open view (0 turns them off). Below 0.1 or above "
+                         "3600 (`10000` meant as milliseconds) it is kept and warned of once, as is `--refresh`.")
 CONSOLE_WINDOW = EnvVar("AIWATCH_CONSOLE_WINDOW", "60",
                         "The default rate and quantile window, in seconds (at least 0.001: PromQL durations count "
                         "whole milliseconds).")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import types
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +14,9 @@ from prometheus_client import CollectorRegistry
 
 import aiwatch
 from aiwatch import amounts
+from aiwatch.console.config import ConsoleConfig
 from aiwatch.drift import DriftMonitor, ReferenceProfile
+from aiwatch.feedback import ParquetSink
 from aiwatch.signals.gpu import GpuPoller
 
 NVML = types.SimpleNamespace(NVMLError=Exception)  # the poller is made, never started
@@ -87,7 +90,37 @@ def test_a_drift_interval_under_a_second_or_over_an_hour_is_warned_of(caplog: py
     assert line.startswith(f"aiwatch: the drift monitor's interval is {interval:g} seconds, {side}: "), line
 
 
-def test_plausible_settings_say_nothing(caplog: pytest.LogCaptureFixture, profile: ReferenceProfile) -> None:
+@pytest.mark.parametrize(("name", "value", "side", "effect"), [
+    ("interval", 5000, "above 3600 s", "the charts get a point that rarely"),
+    ("interval", 0.05, "below 0.1 s", "its /metrics URLs are scraped that often"),
+    ("refresh", 10000, "above 3600 s", "the open view is redrawn that rarely"),
+    ("refresh", 0.01, "below 0.1 s", "the open view is redrawn that often"),
+])
+def test_a_console_interval_or_refresh_under_a_tenth_of_a_second_or_over_an_hour_is_warned_of(
+        caplog: pytest.LogCaptureFixture, name: str, value: float, side: str, effect: str) -> None:
+    with caplog.at_level(logging.WARNING, "aiwatch"):
+        config = ConsoleConfig(**{name: value})  # type: ignore[arg-type]
+        ConsoleConfig.from_env({f"AIWATCH_CONSOLE_{name.upper()}": str(value)})  # the same setting: not again
+    assert getattr(config, name) == value
+    [line] = warnings(caplog)
+    flag, var = f"--{name}", f"AIWATCH_CONSOLE_{name.upper()}"
+    assert line.startswith(f"aiwatch: console {name} ({flag} or {var}) is {value:g} seconds, {side}: {effect}"), line
+
+
+@pytest.mark.parametrize(("seconds", "side"), [(0.2, "below 1 s"), (300_000, "above 3600 s")])
+def test_a_parquet_file_age_under_a_second_or_over_an_hour_is_warned_of(caplog: pytest.LogCaptureFixture,
+                                                                        tmp_path: Path, seconds: float,
+                                                                        side: str) -> None:
+    with caplog.at_level(logging.WARNING, "aiwatch"):
+        sink = ParquetSink(tmp_path / "a", max_file_seconds=seconds)
+        ParquetSink(tmp_path / "b", max_file_seconds=seconds)
+    assert sink.max_file_seconds == seconds
+    [line] = warnings(caplog)
+    assert line.startswith(f"aiwatch: max_file_seconds is {seconds:g} seconds, {side}: "), line
+
+
+def test_plausible_settings_say_nothing(caplog: pytest.LogCaptureFixture, profile: ReferenceProfile,
+                                       tmp_path: Path) -> None:
     with caplog.at_level(logging.WARNING, "aiwatch"):
         aiwatch.make_recorder(registry=CollectorRegistry())
         aiwatch.make_recorder(slow_threshold=60, registry=CollectorRegistry())
@@ -98,4 +131,11 @@ def test_plausible_settings_say_nothing(caplog: pytest.LogCaptureFixture, profil
         DriftMonitor(profile, registry=CollectorRegistry())
         DriftMonitor(profile, registry=CollectorRegistry(), interval=1)
         DriftMonitor(profile, registry=CollectorRegistry(), interval=3600)
+        ConsoleConfig()
+        ConsoleConfig(interval=0.1, refresh=0.1)
+        ConsoleConfig(interval=3600, refresh=3600)
+        ConsoleConfig(refresh=0)  # off
+        ParquetSink(tmp_path / "default")
+        ParquetSink(tmp_path / "second", max_file_seconds=1)
+        ParquetSink(tmp_path / "hour", max_file_seconds=3600)
     assert warnings(caplog) == []

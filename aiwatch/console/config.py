@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from aiwatch import env as _env
-from aiwatch.amounts import period
+from aiwatch.amounts import period, warn_implausible
 from aiwatch.console.source import MIN_WINDOW, DataSource
 from aiwatch.console.text import check_trace_url
 from aiwatch.gpuseries import GpuSeries
@@ -64,6 +64,17 @@ def _setting(name: str, note: str = "") -> str:
     return f"console {name} ({option}{ENV[name].name}{'; ' + note if note else ''})"
 _TEXT = ("prometheus", "match", "gpu_source", "dcgm_utilization", "trace_url")
 
+#: A scrape ``interval`` or a ``refresh`` outside these bounds (a tenth of a second, an hour) is warned of: above,
+#: the console's data or view stays an hour or more old (``5000`` meant as milliseconds); below, each URL is scraped
+#: (or the view redrawn, querying its source again) more than ten times a second.
+SHORT_INTERVAL, LONG_INTERVAL = 0.1, 3600.0
+_IMPLAUSIBLE = {
+    "interval": ("its /metrics URLs are scraped that often", "the charts get a point that rarely, and a rate needs "
+                 "two of them (the default is 5)"),
+    "refresh": ("the open view is redrawn that often, querying its source each time", "the open view is redrawn "
+                "that rarely (the default is 10; 0 turns redraws off)"),
+}
+
 
 @dataclass(frozen=True)
 class ConsoleConfig:
@@ -107,6 +118,14 @@ class ConsoleConfig:
                              f"milliseconds), got {self.window:g}")
         if self.refresh != 0:  # NaN passed "< 0", and the view said it redrew every nan s and never did
             period(self.refresh, _setting("refresh", "0: off"))
+        for name, (often, rarely) in _IMPLAUSIBLE.items():
+            value = getattr(self, name)
+            if value == 0:  # refresh off
+                continue
+            if value < SHORT_INTERVAL:
+                warn_implausible(value, _setting(name), below=SHORT_INTERVAL, effect=often)
+            else:
+                warn_implausible(value, _setting(name), above=LONG_INTERVAL, effect=rarely)
         if not self.prometheus and not self.scrape:
             raise ValueError("the console needs a Prometheus URL or at least one /metrics URL to scrape")
         check_selection(self.match, "console match")

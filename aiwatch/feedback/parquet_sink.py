@@ -53,7 +53,7 @@ from typing import Any
 from urllib.parse import quote
 
 from aiwatch._optional import require
-from aiwatch.amounts import period
+from aiwatch.amounts import period, warn_implausible
 from aiwatch.feedback import journal as journals
 from aiwatch.feedback.journal import JOURNAL_SUFFIX, NEW_SUFFIX, Journal, OpenFileLock
 from aiwatch.feedback.sink import RowsLost, failure_text
@@ -78,6 +78,10 @@ TEMP_SUFFIX = ".inprogress"
 #: The number in a file's name: per process, not per sink, so that two sinks of one process on one directory never
 #: give two files (and journals) one name in the same second (``next`` of a count is atomic under the GIL).
 _SEQ = itertools.count(1)
+#: A ``max_file_seconds`` outside these bounds is warned of: below a second, each model's file is completed (two
+#: fsyncs) more than once a second, more files than rows at a low rate; above an hour, it does nothing (a file is
+#: rotated when its hour ends): ``300000`` meant as milliseconds.
+SHORT_FILE_SECONDS, LONG_FILE_SECONDS = 1.0, 3600.0
 #: Added to the name of a journal whose contents cannot become a Parquet file.
 UNRECOVERABLE_SUFFIX = ".unrecoverable"
 #: Orphans removed at one start that are logged by name; past these, one line sums up the rest.
@@ -245,6 +249,14 @@ class ParquetSink:
         self._forced_rotations_taken = 0
         self.directory = _check_directory(Path(directory))
         self.max_rows, self.max_file_seconds = max_rows, period(max_file_seconds, "max_file_seconds")
+        if self.max_file_seconds < SHORT_FILE_SECONDS:
+            warn_implausible(self.max_file_seconds, "max_file_seconds", below=SHORT_FILE_SECONDS,
+                             effect="a file of each model is completed (footer, rename, two fsyncs) that often, "
+                                    "more files than rows at a low rate (the default is 300)")
+        else:
+            warn_implausible(self.max_file_seconds, "max_file_seconds", above=LONG_FILE_SECONDS,
+                             effect="no file is rotated for its age: each one is when its hour ends (or at max_rows), "
+                                    "so its rows are readable in a finished file only then (the default is 300)")
         self.compression, self.fsync = compression, flag(fsync, "fsync")
         self.journal = flag(journal, "journal") and journals.AVAILABLE
         self.journal_fsync = flag(journal_fsync, "journal_fsync")
