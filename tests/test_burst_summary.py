@@ -175,3 +175,15 @@ def test_a_summary_pending_at_exit_is_logged_then() -> None:
     assert lines[0] == "aiwatch: the disk is full"
     assert lines[1].startswith("aiwatch: the disk is full (2 more in the ")
     assert lines[1].endswith(" s after the last report, the process exiting)")
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX")
+def test_a_child_forked_while_the_summaries_lock_was_held_suppresses_and_sums_up(clock: Clock) -> None:
+    from tests.test_forksafe import child_while_held
+
+    def suppress() -> bool:  # schedules a summary: takes the lock, starts the child's own thread
+        safety.warn_rate_limited("forked", "aiwatch: the child warns")
+        safety.warn_rate_limited("forked", "aiwatch: the child warns")
+        return safety._summaries._thread is not None and safety._summaries._thread.is_alive()
+
+    assert child_while_held([safety._summaries._cond], suppress) == "done"
