@@ -15,7 +15,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from aiwatch.console import PrometheusSource, ScrapeSource
-from aiwatch.console.source import CAVEAT_TEXT, DataSource
+from aiwatch.console.source import CAVEAT_TEXT, AlertRow, DataSource, TargetHealth
 from aiwatch.console.text import WORD_JOINER
 from tests.console.workload import serve
 from tests.servers import Prometheus, free_port, http_get, prometheus, wait_until
@@ -86,6 +86,9 @@ window's rates have all their samples, the gauges their latest."""
 LANDED = 2.0
 """Seconds a scrape may still land after the instant its samples are stamped with (its start): the scrapes' timeout
 is 1 s."""
+SETTLED_TIMEOUT = 60.0
+"""Seconds a test waits for Prometheus to have scraped the workload without a failure long enough (a loaded machine
+fails some of the scrapes)."""
 
 
 class PinnedSource(PrometheusSource):
@@ -101,6 +104,31 @@ class PinnedSource(PrometheusSource):
 
     def _instant(self, promql: str, at: float | None = None) -> list[tuple[dict[str, str], float]]:
         return super()._instant(promql, self.at if at is None else at)
+
+    # Prometheus answers the targets' health and the alerts only as of now: a scrape failed since ``at`` (its 1 s
+    # timeout on a loaded machine) reads the workload's endpoint down, resolves the alert on its queue depth and puts
+    # the pending one back to its start. These two wait for Prometheus' answer of now to be what it was at ``at``
+    # (``up`` and ``ALERTS`` there), then give it: the view and the test that reads it after see the same state.
+    def health(self) -> list[TargetHealth]:
+        then = {labels.get("instance"): value == 1 for labels, value in self._instant("up")}
+        found: list[TargetHealth] = []
+
+        def as_then() -> bool:
+            found[:] = super(PinnedSource, self).health()
+            return {t.get("labels", {}).get("instance"): t.get("health") == "up" for t in self._targets} == then
+        wait_until(as_then, SETTLED_TIMEOUT, 0.25, what=f"the targets' health of now to be theirs at {self.at:.3f}: "
+                   f"{then}")
+        return found
+
+    def alerts(self) -> list[AlertRow]:
+        then = sorted((labels["alertname"], labels["alertstate"]) for labels, _ in self._instant("ALERTS"))
+        found: list[AlertRow] = []
+
+        def as_then() -> bool:
+            found[:] = super(PinnedSource, self).alerts()
+            return sorted((a.name, a.state) for a in found) == then
+        wait_until(as_then, SETTLED_TIMEOUT, 0.25, what=f"the alerts of now to be those at {self.at:.3f}: {then}")
+        return found
 
 
 def settled_instant(prom: Prometheus, target: str, timeout: float = 60) -> float:
