@@ -184,9 +184,10 @@ class Prometheus:
             raise AssertionError(f"Prometheus {path} {params} failed: {status} {body[:500]!r}")
         return data["data"]
 
-    def query(self, promql: str) -> list[dict[str, Any]]:
-        """Instant query; returns the result vector."""
-        result: list[dict[str, Any]] = self.api("/api/v1/query", query=promql)["result"]
+    def query(self, promql: str, at: float | None = None) -> list[dict[str, Any]]:
+        """Instant query (at now, or at the Unix time ``at``); returns the result vector."""
+        params = {"query": promql} if at is None else {"query": promql, "time": f"{at:.3f}"}
+        result: list[dict[str, Any]] = self.api("/api/v1/query", **params)["result"]
         return result
 
     def value(self, promql: str) -> float | None:

@@ -86,6 +86,9 @@ window's rates have all their samples, the gauges their latest."""
 LANDED = 2.0
 """Seconds a scrape may still land after the instant its samples are stamped with (its start): the scrapes' timeout
 is 1 s."""
+EDGE = 2.0
+"""Seconds at each end of a window over which :func:`settled_growth` waits for every scrape to have answered: at
+least one scrape (every second) falls in them."""
 SETTLED_TIMEOUT = 60.0
 """Seconds a test waits for Prometheus to have scraped the workload without a failure long enough (a loaded machine
 fails some of the scrapes)."""
@@ -139,17 +142,23 @@ def settled_instant(prom: Prometheus, target: str, timeout: float = 60) -> float
     marked stale), and after a few the series come back with one sample, so asked at now a window's rate reads
     nothing (or 0 where a query adds ``or 0 * ...``), a gauge nothing. Asked at this instant, every question has the
     data of a whole window."""
-    up = f'up{{instance="{target}"}}'
-    expr = f"min_over_time({up}[{SETTLED:g}s]) == 1 and count_over_time({up}[{SETTLED:g}s]) >= {SETTLED - 1:g}"
     found: list[float] = []
 
     def answered() -> bool:
         at = time.time() - LANDED
-        if prom.api("/api/v1/query", query=expr, time=f"{at:.3f}")["result"]:
+        if all_answered(prom, target, at, SETTLED):
             found.append(at)
         return bool(found)
     wait_until(answered, timeout, 0.25, what=f"{SETTLED:g}s of scrapes of {target} that all answered")
     return found[0]
+
+
+def all_answered(prom: Prometheus, target: str, at: float, seconds: float) -> bool:
+    """Whether every scrape of ``target`` over the ``seconds`` before ``at`` answered (asked once ``at`` is
+    :data:`LANDED` seconds ago: a scrape begun before it may land until then)."""
+    up = f'up{{instance="{target}"}}'
+    expr = f"min_over_time({up}[{seconds:g}s]) == 1 and count_over_time({up}[{seconds:g}s]) >= {seconds - 1:g}"
+    return bool(prom.query(expr, at=at))
 
 
 def pinned_source(prom: Prometheus, target: str) -> PinnedSource:
@@ -205,6 +214,25 @@ def growth(stack: Stack, family: str, label: str, seconds: float) -> dict[str, f
     return {value: count - before.get(value, 0.0) for value, count in counts(stack, family, label).items()}
 
 
+def settled_growth(stack: Stack, family: str, label: str, seconds: float,
+                   timeout: float = SETTLED_TIMEOUT) -> tuple[dict[str, float], PinnedSource]:
+    """:func:`growth` over ``seconds``, and a source of the shared Prometheus asking at their end, once the scrapes
+    of the workload over their first and last :data:`EDGE` seconds all answered: measured again until they did.
+    Asked there, Prometheus' rates over those seconds are of samples taken at their edges (a counter's increase is
+    its last sample's less its first): of the seconds the counts grew over. Asked at now, or where a scrape at an
+    edge failed (its 1 s timeout on a loaded machine), they are of other seconds, or of too few samples."""
+    deadline = time.monotonic() + timeout
+    target = stack.service["target"]
+    while True:
+        grown = growth(stack, family, label, seconds)
+        end = time.time()
+        time.sleep(max(0.0, end + LANDED - time.time()))
+        if all_answered(stack.prom, target, end - seconds + EDGE, EDGE) and all_answered(stack.prom, target, end, EDGE):
+            return grown, PinnedSource(stack.prom.url, end, span=60, points=30)
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no {seconds:g}s in {timeout:g}s whose first and last scrapes of the workload answered")
+
+
 def log_counts(stack: Stack) -> dict[str, float]:
     """The workload's prediction-log counter by result, read from its endpoint."""
     return counts(stack, "aiwatch_prediction_log_records", "result")
@@ -215,6 +243,11 @@ def log_growth(stack: Stack, seconds: float) -> dict[str, float]:
     counts over the window a source asked right after reads. Over the whole run they would not do: how the writer
     thread batches the records (so how many of them the sink's failing batches hold) depends on the machine's load."""
     return growth(stack, "aiwatch_prediction_log_records", "result", seconds)
+
+
+def settled_log_growth(stack: Stack, seconds: float) -> tuple[dict[str, float], PinnedSource]:
+    """:func:`log_growth` with a source asking at its end (see :func:`settled_growth`)."""
+    return settled_growth(stack, "aiwatch_prediction_log_records", "result", seconds)
 
 
 def run_view(source: DataSource | None, view: str, timeout: float = 60) -> Any:
