@@ -169,6 +169,11 @@ def python_app(module_or_args: Sequence[str], ready_url: str, timeout: float = 3
             yield proc
 
 
+LANDED = 2.0
+"""Seconds a scrape of the test Prometheus may still land after the instant its samples are stamped with (its start):
+the scrapes' timeout is at most 1 s."""
+
+
 class Prometheus:
     """A real Prometheus with a generated config; query it with :meth:`query`."""
 
@@ -190,9 +195,9 @@ class Prometheus:
         result: list[dict[str, Any]] = self.api("/api/v1/query", **params)["result"]
         return result
 
-    def value(self, promql: str) -> float | None:
-        """The single value of an instant query with at most one series (None when empty)."""
-        result = self.query(promql)
+    def value(self, promql: str, at: float | None = None) -> float | None:
+        """The single value of an instant query (at now, or at ``at``) with at most one series (None when empty)."""
+        result = self.query(promql, at)
         if not result:
             return None
         assert len(result) == 1, f"{promql} returned {len(result)} series"
@@ -209,6 +214,23 @@ class Prometheus:
 
         wait_until(check, timeout, 0.5, what=f"PromQL {promql}")
         return found
+
+    def settled_for(self, promql: str, predicate: Callable[[list[dict[str, Any]]], bool] = bool,
+                    timeout: float = 60.0) -> float:
+        """An instant :data:`LANDED` seconds ago at which ``promql``'s answer satisfies ``predicate``, waited for: every
+        scrape begun before it has landed (the scrape timeout is at most 1 s here), so the questions a test asks
+        there are answered as they were. Asked at now instead, a scrape failed since (its timeout on a loaded
+        machine) reads the gauges stale, and their queries empty."""
+        found: list[float] = []
+
+        def check() -> bool:
+            at = time.time() - LANDED
+            if predicate(self.query(promql, at)):
+                found.append(at)
+            return bool(found)
+
+        wait_until(check, timeout, 0.25, what=f"PromQL {promql} (settled)")
+        return found[0]
 
     def alerts(self) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = self.api("/api/v1/alerts")["alerts"]

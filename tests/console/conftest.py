@@ -18,7 +18,7 @@ from aiwatch.console import PrometheusSource, ScrapeSource
 from aiwatch.console.source import CAVEAT_TEXT, AlertRow, DataSource, TargetHealth
 from aiwatch.console.text import WORD_JOINER
 from tests.console.workload import serve
-from tests.servers import Prometheus, free_port, http_get, prometheus, wait_until
+from tests.servers import LANDED, Prometheus, free_port, http_get, prometheus, wait_until
 
 APP = str(Path(__file__).resolve().parents[2] / "aiwatch" / "console" / "app.py")
 WINDOW = 5.0
@@ -83,9 +83,6 @@ def prom_source(stack: Stack) -> PrometheusSource:
 SETTLED = WINDOW + 2.0
 """Seconds before the instant a :class:`PinnedSource` asks at over which every scrape of the workload answered: the
 window's rates have all their samples, the gauges their latest."""
-LANDED = 2.0
-"""Seconds a scrape may still land after the instant its samples are stamped with (its start): the scrapes' timeout
-is 1 s."""
 EDGE = 2.0
 """Seconds at each end of a window over which :func:`settled_growth` waits for every scrape to have answered: at
 least one scrape (every second) falls in them."""

@@ -45,11 +45,14 @@ def test_per_replica_depth_and_in_flight_in_prometheus() -> None:
             servers.append((server, thread))
             targets.append(f"127.0.0.1:{server.server_port}")
         with prometheus(targets, scrape_interval="1s") as prom:
-            prom.wait_for("up == 1", lambda r: len(r) == 2)
-            prom.wait_for("aiwatch_requests_in_flight", lambda r: len(r) == 2)
-            assert prom.value(queue_depth_per_replica_expr("ranker")) == 4.0
-            assert prom.value(in_flight_per_replica_expr("recommender")) == 2.0
-            by_queue = {r["metric"]["queue"]: float(r["value"][1]) for r in prom.query(queue_depth_per_replica_expr())}
+            # asked where both targets' scrapes answered and have landed: at now, a scrape failed since (its 1 s
+            # timeout on a loaded machine) read that replica's gauges stale, and the queries of one replica or none
+            at = prom.settled_for("up == 1 and on(instance) count by (instance) "
+                                  "(aiwatch_requests_in_flight)", lambda r: len(r) == 2)
+            assert prom.value(queue_depth_per_replica_expr("ranker"), at) == 4.0
+            assert prom.value(in_flight_per_replica_expr("recommender"), at) == 2.0
+            by_queue = {r["metric"]["queue"]: float(r["value"][1])
+                        for r in prom.query(queue_depth_per_replica_expr(), at)}
             assert by_queue == {"ranker": 4.0, "embedder": 0.5}
     finally:
         for server, thread in servers:
