@@ -214,12 +214,42 @@ def test_a_child_forked_by_a_pool_thread_of_a_request_records_a_phase_while_its_
 
         def record() -> bool:
             tl.add("step", None, 0.001)
-            return tl.phases.get(("step", "")) == 0.001
+            # and the mark cleared, not only passed: a thread the child starts later may get the dead owner's ident
+            # (glibc reuses a dead thread's stack, and the ident is its address), and would then keep a mark it never
+            # set, which every other thread of the request waits for
+            return tl.phases.get(("step", "")) == 0.001 and tl.busy is False
 
         assert forked_child(record) == "done"
     finally:
         release.set()
         owner.join(HANG)
+
+
+def test_a_child_forked_by_a_requests_own_thread_records_phases_of_it_in_a_thread_of_its_own() -> None:
+    # forked from the request's own thread once another thread had given the request its lock: in the child, that
+    # thread is still the request's owner, and nothing runs an owner's section there, so a thread the child starts
+    # for the request's work must not wait for one (the child's copy of the request is left unmarked)
+    import contextvars
+
+    recorder = timing.RequestRecorder(Metrics(CollectorRegistry()), service="svc")
+    tl = recorder.begin()
+    try:
+        other = threading.Thread(target=contextvars.copy_context().run, args=(timing.record_phase, "fanned", 0.5))
+        other.start()
+        other.join(HANG)
+        assert tl.lock is not None
+
+        def record() -> bool:
+            worker = threading.Thread(target=contextvars.copy_context().run, args=(timing.record_phase, "step", 0.25),
+                                      daemon=True)
+            worker.start()
+            worker.join(HANG)
+            timing.record_phase("own", 0.125)
+            return not worker.is_alive() and (tl.phases.get(("step", "")), tl.phases.get(("own", ""))) == (0.25, 0.125)
+
+        assert forked_child(record) == "done"
+    finally:
+        recorder.finish(tl, "/", "GET", "200")
 
 
 def test_a_child_records_a_held_grpc_rpc_while_the_servers_end_lock_was_held_at_the_fork() -> None:
