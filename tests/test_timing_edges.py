@@ -1832,6 +1832,26 @@ def test_a_phase_a_sync_generator_opens_in_a_later_step_nests_under_the_one_it_h
             phase_sum(metrics.registry, "send"), phase_sum(metrics.registry, "overhead")) == (0.75, 1.875, 1.5, 0.0)
 
 
+def test_only_a_generators_phase_is_a_parent_across_copies_of_the_context_on_one_stack(
+        metrics: Metrics, clock: ManualClock) -> None:
+    """A phase crosses into another copy of the context only when a sync generator holds it (the steps above). A plain
+    function's phase does not: code inside it that runs work in a context copied before the phase opened (on the same
+    stack) opens phases beside it, not under it, as anywhere phases nest by context."""
+    recorder = RequestRecorder(metrics, service="svc")
+    tl = recorder.begin()
+    earlier = contextvars.copy_context()
+
+    def inner() -> None:
+        with aiwatch.phase("inner"):
+            clock.advance(2.0)
+
+    with aiwatch.phase("outer"):
+        clock.advance(1.0)
+        earlier.run(inner)
+    recorder.finish(tl, "/", "GET", "200")
+    assert (phase_sum(metrics.registry, "outer"), phase_sum(metrics.registry, "inner")) == (3.0, 2.0)
+
+
 # ------------------------------------------------------------------------------------------ threads of one request
 
 
