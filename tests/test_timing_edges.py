@@ -1852,6 +1852,21 @@ def test_only_a_generators_phase_is_a_parent_across_copies_of_the_context_on_one
     assert (phase_sum(metrics.registry, "outer"), phase_sum(metrics.registry, "inner")) == (3.0, 2.0)
 
 
+def test_a_request_whose_route_its_integration_does_not_tell_forwards_its_own_class_without_an_error(
+        metrics: Metrics) -> None:
+    """Route rules are configured, but the integration gave the request no way to read its route (``route_of``
+    unset: the route is known only when the request finishes): a call made in it forwards the request's own class,
+    and nothing is counted as aiwatch's error."""
+    recorder = RequestRecorder(metrics, service="svc",
+                               traffic_classes=TrafficClasses(["interactive", "batch"], routes={"/bulk": "batch"}))
+    tl = recorder.begin()
+    assert timing.traffic_class_to_forward() is None
+    tl.traffic_class = "batch"  # as read from the request's header
+    assert timing.traffic_class_to_forward() == "batch"
+    recorder.finish(tl, "/", "GET", "200")
+    assert errors(metrics, "route") == 0
+
+
 # ------------------------------------------------------------------------------------------ threads of one request
 
 
