@@ -201,3 +201,34 @@ def test_a_long_model_name_from_a_request_stays_out_of_the_scrape(
     assert metrics.registry.get_sample_value("aiwatch_phase_duration_seconds_count", {
         "service": "gw", "model": OVERFLOW, "model_version": "", "phase": "inference"}) == 20.0
     assert any(f"longer than {MAX_VALUE_LENGTH} characters" in r.getMessage() for r in caplog.records)
+
+
+def test_a_long_value_is_logged_once_a_minute_per_label_with_the_whole_message(
+        caplog: pytest.LogCaptureFixture) -> None:
+    metrics = Metrics(CollectorRegistry())  # kept: a guard whose metrics are gone logs nothing (below)
+    guard = guard_for(metrics)
+    long = "x" * (MAX_VALUE_LENGTH + 1)
+    with caplog.at_level(logging.WARNING, logger="aiwatch"):
+        for label in ("model", "route", "model"):  # the second long model name within the minute: not logged
+            assert guard.fold(label, long) == OVERFLOW
+    assert metrics.registry.get_sample_value("aiwatch_label_overflow_total", {"label": "model"}) == 2.0
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("aiwatch")] == [
+        f"aiwatch: a value of label {label!r} is longer than {MAX_VALUE_LENGTH} characters; it is recorded as "
+        f"{OVERFLOW!r} (aiwatch_label_overflow_total counts it)" for label in ("model", "route")]
+
+
+def test_a_guard_whose_metrics_are_gone_folds_without_counting_or_logging(
+        every_warning_logged: None, caplog: pytest.LogCaptureFixture) -> None:
+    # a guard kept by its user after the metrics it reports into were collected: nothing to count into, and nothing
+    # logged that would say it was counted
+    import gc
+
+    metrics = Metrics(CollectorRegistry())
+    guard = guard_for(metrics, 1)
+    assert guard.fold("model", "a") == "a"
+    del metrics
+    gc.collect()
+    with caplog.at_level(logging.WARNING, logger="aiwatch"):
+        assert guard.fold("model", "x" * (MAX_VALUE_LENGTH + 1)) == OVERFLOW
+        assert guard.fold("model", "b") == OVERFLOW
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("aiwatch")] == []
