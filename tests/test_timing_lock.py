@@ -27,6 +27,8 @@ from aiwatch.timing import RequestRecorder, RequestTimeline, record_phase, set_m
 from tests.test_timing import ManualClock
 
 HANG = 30.0
+#: the tests of the owner's unlocked section: a build without the GIL has no owner (every thread takes the lock)
+with_an_owner = pytest.mark.skipif(timing._FREE_THREADED, reason="no owner without the GIL: every thread locks")
 
 
 def wait_until(condition: Callable[[], bool]) -> None:
@@ -214,6 +216,7 @@ OTHER_THREADS = {
 }
 
 
+@with_an_owner
 @pytest.mark.parametrize("other_does", OTHER_THREADS)
 @pytest.mark.parametrize("section", OWNER_SECTIONS)
 def test_another_threads_phase_waits_while_the_requests_own_thread_is_in_its_unlocked_section(
@@ -336,6 +339,7 @@ def nested_server_timing() -> None:
 NESTED = {"record_phase": nested_record_phase, "phase exit": nested_phase_exit, "server_timing": nested_server_timing}
 
 
+@with_an_owner
 @pytest.mark.parametrize("nested", NESTED)
 @pytest.mark.parametrize("other_waiting", [False, True], ids=["before another thread came", "while another waits"])
 @pytest.mark.parametrize("section", ["record_phase", "phase exit"])
