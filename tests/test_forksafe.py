@@ -174,6 +174,35 @@ def test_a_child_names_a_new_phase_while_the_phase_names_were_locked_at_the_fork
     assert child_while_held([timing._valid_lock], new_phase) == "done"
 
 
+def test_a_child_nests_phases_outside_any_request_while_their_lock_was_held_at_the_fork() -> None:
+    # background work's enclosing phase is made exclusive of the phases inside it under a module lock (_add_lock)
+    def nested() -> bool:
+        with timing.phase("job"), timing.phase("step"):
+            pass
+        return True
+
+    assert child_while_held([timing._add_lock], nested) == "done"
+
+
+def test_a_child_gives_a_request_its_lock_while_the_locks_maker_was_held_at_the_fork() -> None:
+    # the first thread other than a request's own makes the request's lock under a module lock (_lock_lock)
+    import contextvars
+
+    recorder = timing.RequestRecorder(Metrics(CollectorRegistry()), service="svc")
+    tl = recorder.begin()
+    try:
+        def record() -> bool:
+            worker = threading.Thread(target=contextvars.copy_context().run, args=(timing.record_phase, "step", 0.25),
+                                      daemon=True)
+            worker.start()
+            worker.join(HANG)
+            return not worker.is_alive() and tl.lock is not None and tl.phases.get(("step", "")) == 0.25
+
+        assert child_while_held([timing._lock_lock], record) == "done"
+    finally:
+        recorder.finish(tl, "/", "GET", "200")
+
+
 def test_a_child_forked_in_a_request_records_a_phase_while_the_requests_lock_was_held_at_the_fork() -> None:
     # a process forked in a request whose work fanned out to threads (the request's lock made): the child runs on in
     # a copy of the request's context, and its phases take that lock, which a pool thread held at the fork

@@ -8,6 +8,7 @@ never comes fails it after ``HANG`` seconds (the code under test is then wrong).
 from __future__ import annotations
 
 import contextvars
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -554,3 +555,126 @@ def test_a_phase_another_thread_of_a_traced_request_ends_has_its_span_ended_with
     span = {span.name: span for span in exporter.get_finished_spans()}["b"]
     assert span.status.status_code is StatusCode.ERROR
     assert phase_sum(recorder, "b") is not None
+
+
+# ------------------------------------------------------------------------------------------ a phase ended elsewhere
+
+
+def test_a_generator_phase_ended_in_a_later_step_is_its_requests_and_its_parents_child(
+        recorder: RequestRecorder, clock: ManualClock) -> None:
+    # Starlette's StreamingResponse: each step of a sync generator in a fresh copy of the request's context. The
+    # phase the generator holds ends in the last step's copy, where the phase it was opened under is open (the app's
+    # own, around the stream), not it: it is the request's phase all the same, exclusive of the phase recorded inside
+    # it (clamped at 0: 4 s recorded in its 3 s), its time that open phase's child, and it is no longer held
+    def tokens() -> Iterator[int]:
+        with aiwatch.phase("generate"):
+            clock.advance(1.0)
+            record_phase("tokenize", 4.0)
+            yield 1
+
+    task = contextvars.copy_context()
+    tl = task.run(recorder.begin)
+
+    def respond() -> None:
+        with aiwatch.phase("stream"):
+            stream = tokens()
+            assert contextvars.copy_context().run(next, stream) == 1
+            clock.advance(2.0)
+            with pytest.raises(StopIteration):
+                contextvars.copy_context().run(next, stream)
+            clock.advance(0.5)
+
+    before = errors(default_metrics(), "phase")
+    task.run(respond)
+    assert errors(default_metrics(), "phase") == before
+    assert tl.held == []
+    task.run(recorder.finish, tl, "/", "GET", "200")
+    assert (phase_sum(recorder, "generate"), phase_sum(recorder, "tokenize")) == (0.0, 4.0)
+    assert phase_sum(recorder, "stream") == 0.5  # open 3.5 s, generate's 3 s inside it
+
+
+def test_a_phase_object_ended_elsewhere_twice_in_a_row_is_each_times_request_phase(
+        recorder: RequestRecorder) -> None:
+    # one object (a module's) held by a generator of one request, then of the next: each ended from another context,
+    # each the request's phase (the object forgot the first use's frame when it ended)
+    reused = aiwatch.phase("generate")
+
+    def tokens() -> Iterator[int]:
+        with reused:
+            yield 1
+
+    before = errors(default_metrics(), "phase")
+    for _ in range(2):
+        task = contextvars.copy_context()
+        tl = task.run(recorder.begin)
+        stream = tokens()
+        assert task.copy().run(next, stream) == 1
+        with pytest.raises(StopIteration):
+            task.copy().run(next, stream)
+        assert ("generate", "") in tl.phases
+        task.run(recorder.finish, tl, "/", "GET", "200")
+    assert errors(default_metrics(), "phase") == before
+
+
+def test_a_phase_a_generator_opens_in_a_helper_in_a_later_step_nests_under_the_one_it_holds(
+        recorder: RequestRecorder, clock: ManualClock) -> None:
+    # the phase is opened by a function the generator calls, not by the generator's own frame: the generator is
+    # further up the stack, and its held phase is the parent all the same
+    def decode() -> None:
+        with aiwatch.phase("decode"):
+            clock.advance(0.25)
+
+    def tokens() -> Iterator[int]:
+        with aiwatch.phase("generate"):
+            for i in range(2):
+                decode()
+                clock.advance(0.5)
+                yield i
+
+    tl = recorder.begin()
+    steps = tokens()
+    for _ in range(2):
+        contextvars.copy_context().run(next, steps)
+    assert contextvars.copy_context().run(next, steps, None) is None
+    recorder.finish(tl, "/", "GET", "200")
+    assert (phase_sum(recorder, "decode"), phase_sum(recorder, "generate")) == (0.5, 1.0)
+
+
+def test_a_generator_phase_that_fails_outside_its_running_request_is_counted_with_the_whole_message(
+        provider: TracerProvider, exporter: InMemorySpanExporter, caplog: pytest.LogCaptureFixture) -> None:
+    # stepped to its end in a thread without the request's context (not the garbage collector here: it raises), while
+    # the request runs: in no histogram, its span ended as failed, and the error says where and what to do
+    recorder = RequestRecorder(Metrics(CollectorRegistry()), service="svc", tracer_provider=provider)
+
+    def tokens() -> Iterator[int]:
+        with aiwatch.phase("generate"):
+            yield 1
+            raise ValueError("no more tokens")
+
+    task = contextvars.copy_context()
+    tl = task.run(recorder.begin)
+    stream = tokens()
+    assert task.copy().run(next, stream) == 1
+    failed: list[BaseException] = []
+
+    def elsewhere() -> None:
+        try:
+            next(stream)
+        except ValueError as exc:
+            failed.append(exc)
+
+    with caplog.at_level(logging.WARNING, logger="aiwatch"):
+        thread = threading.Thread(target=elsewhere)
+        thread.start()
+        thread.join(HANG)
+    assert len(failed) == 1
+    assert ("generate", "") not in tl.phases
+    assert errors(recorder.metrics, "phase") == 1
+    message = ("phase 'generate' ended outside its request while that ran (in another thread, or another request), "
+               "so its time is in no request: was it in a generator dropped without close(), which the garbage "
+               "collector closed there? Close it (contextlib.closing) so that the phase ends with the response")
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("aiwatch")] == [
+        f"aiwatch: phase failed and was skipped: {RuntimeError(message)!r}"]
+    task.run(recorder.finish, tl, "/", "GET", "200")
+    span = {span.name: span for span in exporter.get_finished_spans()}["generate"]
+    assert span.status.status_code is StatusCode.ERROR
