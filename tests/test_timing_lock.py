@@ -466,18 +466,25 @@ def errors(metrics: Metrics, component: str) -> float:
 
 @pytest.mark.parametrize("lock", ["no lock", "the request's lock made"])
 def test_a_phase_ending_after_its_request_was_recorded_is_counted_not_added(
-        lock: str, recorder: RequestRecorder) -> None:
-    # ended in the request's own thread, with no lock (the inline branch) and once another thread made the lock
+        lock: str, recorder: RequestRecorder, caplog: pytest.LogCaptureFixture) -> None:
+    # ended in the request's own thread, with no lock (the inline branch) and once another thread made the lock;
+    # the error says why its time is lost and what to do
     tl = recorder.begin()
     if lock != "no lock":
         other = Other(lambda: record_phase("fanned", 0.25))
         other.start()
         other.finished()
         assert tl.lock is not None
-    with aiwatch.phase("late"):
+    with caplog.at_level(logging.WARNING, logger="aiwatch"), aiwatch.phase("late"):
         recorder.finish(tl, "/", "GET", "200")
     assert ("late", "") not in tl.phases
     assert errors(recorder.metrics, "phase") == 1
+    message = ("phase 'late' ended after its request was recorded, so its time is in no request: was it in a "
+               "generator dropped without close() or an async generator dropped without aclose() (the garbage "
+               "collector or asyncio then closes it later, maybe in another thread)? Close it (contextlib.closing, "
+               "contextlib.aclosing) so that the phase ends with the response")
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("aiwatch")] == [
+        f"aiwatch: phase failed and was skipped: {RuntimeError(message)!r}"]
 
 
 def test_a_phase_object_used_again_once_its_first_use_ended_is_ended_from_another_context(
