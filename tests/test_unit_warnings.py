@@ -139,3 +139,14 @@ def test_plausible_settings_say_nothing(caplog: pytest.LogCaptureFixture, profil
         ParquetSink(tmp_path / "second", max_file_seconds=1)
         ParquetSink(tmp_path / "hour", max_file_seconds=3600)
     assert warnings(caplog) == []
+
+
+def test_a_value_at_a_bound_says_nothing_and_one_past_it_is_warned_of_in_full(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="aiwatch"):
+        amounts.warn_implausible(1.0, "poll_seconds", below=1.0, above=60.0, effect="it polls that often")
+        amounts.warn_implausible(60.0, "poll_seconds", below=1.0, above=60.0, effect="it polls that often")
+        assert warnings(caplog) == []
+        amounts.warn_implausible(0.5, "poll_seconds", below=1.0, above=60.0, effect="it polls that often")
+    assert warnings(caplog) == [
+        "aiwatch: poll_seconds is 0.5 seconds, below 1 s: it polls that often. It is read in seconds: a value meant in "
+        "milliseconds (or minutes) is off by 1000 (or 60)"]
