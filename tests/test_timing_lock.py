@@ -685,3 +685,17 @@ def test_a_generator_phase_that_fails_outside_its_running_request_is_counted_wit
     task.run(recorder.finish, tl, "/", "GET", "200")
     span = {span.name: span for span in exporter.get_finished_spans()}["generate"]
     assert span.status.status_code is StatusCode.ERROR
+
+
+def test_a_phase_recorded_by_hand_in_shared_work_is_taken_out_of_the_enclosing_phase(clock: ManualClock) -> None:
+    # a MicroBatcher's batch function, outside any request: its phases go to the shared work, each exclusive of the
+    # phases inside it, those recorded by hand included
+    work = timing.SharedWork()
+    token = timing.share_work(work)
+    try:
+        with aiwatch.phase("batch"):
+            clock.advance(3.0)
+            record_phase("queue", 1.0)
+    finally:
+        timing.end_shared_work(work, token)
+    assert work.phases == {("batch", None): 2.0, ("queue", None): 1.0}
