@@ -232,3 +232,11 @@ def test_a_guard_whose_metrics_are_gone_folds_without_counting_or_logging(
         assert guard.fold("model", "x" * (MAX_VALUE_LENGTH + 1)) == OVERFLOW
         assert guard.fold("model", "b") == OVERFLOW
     assert [r.getMessage() for r in caplog.records if r.name.startswith("aiwatch")] == []
+
+
+def test_a_later_guard_for_the_same_metrics_raises_the_shared_bound_to_its_own() -> None:
+    metrics = Metrics(CollectorRegistry())
+    guard = guard_for(metrics, 10)
+    assert guard_for(metrics, 500) is guard
+    assert guard.max_values == 500
+    assert guard_for(metrics, 20).max_values == 500  # a bound never shrinks
