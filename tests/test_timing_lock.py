@@ -254,9 +254,9 @@ def test_another_threads_phase_waits_while_the_requests_own_thread_is_in_its_unl
     assert phase_sum(recorder, "first", model) == 0.125
 
     def other_sum(phase: str) -> float:
-        # (set_model: the other thread's phases may be added between the move and the model's change, which
-        # set_model makes after its section: under either model)
-        return sum(phase_sum(recorder, phase, label) or 0.0 for label in {"", model})
+        # set_model moves the phases and changes the model in one section: the other thread's phases, which waited
+        # for it, are the new model's
+        return phase_sum(recorder, phase, model) or 0.0
 
     if other_does == "record_phase":
         assert other_sum("b") == 0.25
