@@ -516,6 +516,31 @@ def test_a_phase_span_that_fails_to_end_is_counted_and_the_phase_still_recorded(
     _finish_and_assert_the_phase_recorded_once(metrics, recorder, tl, model="")
 
 
+def test_a_phase_span_that_fails_to_end_outside_its_request_is_counted_on_the_requests_metrics(
+        metrics: Metrics) -> None:
+    # a generator's phase ended in another thread while its request runs (a generator dropped unclosed, collected
+    # there): its span's failure to end is the request's recorder's error, not the process default metrics'
+    recorder = RequestRecorder(metrics, service="svc")
+
+    def tokens() -> Iterator[int]:
+        with aiwatch.phase("generate"):
+            yield 1
+
+    task = contextvars.copy_context()
+    tl = task.run(recorder.begin_with, None, "GET")
+    tl.tracer, tl.span = _TracerOfFailingSpans(), object()
+    stream = tokens()
+    assert task.copy().run(next, stream) == 1
+    default_before = errors(default_metrics(), "tracing")
+    thread = threading.Thread(target=lambda: next(stream, None))  # a fresh context: outside any request
+    thread.start()
+    thread.join()
+    assert (errors(metrics, "tracing"), errors(metrics, "phase")) == (1.0, 1.0)  # the span; its time in no request
+    assert errors(default_metrics(), "tracing") == default_before
+    tl.tracer = tl.span = None
+    task.run(recorder.finish, tl, "/p", "GET", "200")
+
+
 def _finish_and_assert_the_phase_recorded_once(metrics: Metrics, recorder: RequestRecorder, tl: Any,
                                                model: str) -> None:
     """Finish the request untraced; its ``features`` phase of ``model`` was recorded once."""
