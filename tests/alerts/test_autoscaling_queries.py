@@ -157,6 +157,17 @@ def test_every_keda_trigger_authenticates_through_the_trigger_authentication() -
 OTHER_NAMESPACE = "staging"
 
 
+#: both pods' injected gauges in Prometheus
+SCRAPED = ("count(aiwatch_queue_depth == 12 or aiwatch_queue_depth == 30) == 2 and on() "
+           "count(aiwatch_gpu_utilization_ratio == 0.9 or aiwatch_gpu_utilization_ratio == 0.4) == 2")
+
+
+def settled(prom: Prometheus) -> float:
+    """An instant where both pods' scrapes answered and have landed (:meth:`Prometheus.settled_for`): asked at now, a
+    scrape failed since (its 1 s timeout on a loaded machine) reads that pod's gauges stale, and its queries empty."""
+    return prom.settled_for(f"count(up == 1) == 2 and on() {SCRAPED}")
+
+
 @pytest.fixture(scope="module")
 def operator_prometheus() -> Iterator[tuple[Prometheus, str]]:
     """A real Prometheus scraping two pods of the demo app as prometheus-operator scrapes examples/kubernetes/
@@ -172,9 +183,7 @@ def operator_prometheus() -> Iterator[tuple[Prometheus, str]]:
         with prometheus([], rules, extra_config=f"  - {json.dumps(job)}\n") as prom:
             control(ours, queue_depth=12, gpu_utilization=0.9)
             control(theirs, queue_depth=30, gpu_utilization=0.4)
-            prom.wait_for("count(aiwatch_queue_depth == 12 or aiwatch_queue_depth == 30) == 2 and on() "
-                          "count(aiwatch_gpu_utilization_ratio == 0.9 or aiwatch_gpu_utilization_ratio == 0.4) == 2",
-                          timeout=30)
+            prom.wait_for(SCRAPED, timeout=30)
             yield prom, namespace
 
 
@@ -187,14 +196,15 @@ def test_the_servicemonitor_keeps_the_labels_aiwatchs_rules_read(operator_promet
     overwrites it and the app's moves to ``exported_service``."""
     prom, namespace = operator_prometheus
     targets = RulesConfig().selectors.targets
-    assert len(prom.query(f"up{{{targets}}} == 1")) == 2
-    assert prom.query(f"absent(up{{{targets}}})") == []
+    at = settled(prom)
+    assert len(prom.query(f"up{{{targets}}} == 1", at)) == 2
+    assert prom.query(f"absent(up{{{targets}}})", at) == []
     replicas = prom.wait_for("service:aiwatch_replicas:count", lambda found: len(found) == 2)
     assert sorted((r["metric"]["namespace"], r["metric"]["service"]) for r in replicas) == sorted(
         [(namespace, "demo"), (OTHER_NAMESPACE, "demo")])
-    assert prom.query('{__name__=~"aiwatch_.+", exported_service!=""}') == []
+    assert prom.query('{__name__=~"aiwatch_.+", exported_service!=""}', at) == []
     # the target labels the operator adds, which dashboards and the GPU trigger select on
-    (gpu,) = prom.query(f'aiwatch_gpu_utilization_ratio{{namespace="{namespace}"}}')
+    (gpu,) = prom.query(f'aiwatch_gpu_utilization_ratio{{namespace="{namespace}"}}', at)
     assert {k: gpu["metric"][k] for k in ("job", "service", "pod", "container")} == {
         "job": "aiwatch", "service": "recommender", "pod": "recommender-6d8f7c9b5-k2xqz", "container": "model"}
 
@@ -213,8 +223,9 @@ def test_every_autoscaling_query_reads_its_own_namespace(operator_prometheus: tu
         queries.append(adapter_query(rule, metric["metric"]["selector"]["matchLabels"], namespace))
     assert not [q for q in queries if "<<" in q]
     values = {}
+    at = settled(prom)
     for query in queries:
-        result = prom.query(query)
+        result = prom.query(query, at)
         assert len(result) == 1, f"{query} returned {len(result)} series: {result}"
         values[query] = float(result[0]["value"][1])
     # the queue queries read the injected depth, the GPU ones the injected utilization
@@ -225,7 +236,7 @@ def test_every_autoscaling_query_reads_its_own_namespace(operator_prometheus: tu
     # KEDA with ignoreNullValues=false errors into its fallback instead of reading 0
     missing = [re.sub(r"aiwatch_gpu_utilization_ratio", "aiwatch_gpu_utilization_ratio_absent", q)
                for q in queries if "gpu" in q]
-    assert all(prom.query(q) == [] for q in missing)
+    assert all(prom.query(q, at) == [] for q in missing)
 
 
 def test_demand_per_replica_is_zero_on_replicas_up_without_requests() -> None:
