@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from aiwatch.console import PrometheusSource
 from aiwatch.console.scrape import ScrapeSource
+from tests.console.conftest import PinnedSource
 from tests.console.test_console_dashboard import DASHBOARD, load, substitute, targets
 from tests.servers import Prometheus, exposition_handler, handler_server, prometheus
 
@@ -43,13 +43,20 @@ def prom(pods: list[str]) -> Iterator[Prometheus]:
         yield p
 
 
+def settled(prom: Prometheus) -> float:
+    """An instant where both pods' scrapes answered and have landed (:meth:`Prometheus.settled_for`): asked at now, a
+    scrape failed since (its 1 s timeout on a loaded machine) reads that pod's GPU gauges stale, and the views and
+    panels show the other pod's GPU alone."""
+    return prom.settled_for("count(up == 1) == 2 and on() count(aiwatch_gpu_utilization_ratio) == 2")
+
+
 def by_uuid(series: list[Any]) -> dict[str, float | None]:
     return {s.labels.get("uuid", ""): s.last for s in series}
 
 
 @pytest.mark.slow
 def test_the_prometheus_source_shows_each_pods_gpu(prom: Prometheus) -> None:
-    src = PrometheusSource(prom.url, span=30, points=10)
+    src = PinnedSource(prom.url, settled(prom), span=30, points=10)
     found = src.gpu_utilization()
     assert by_uuid(found.gpus) == pytest.approx(GPUS)
     assert (found.total, found.fleet) == (2, [])  # a small fleet: every GPU, no distribution
@@ -73,8 +80,9 @@ def test_every_gpu_panel_of_the_dashboard_shows_each_pods_gpu(prom: Prometheus) 
     per_gpu = [(title, t) for title, t in targets(load(DASHBOARD))
                if title in ("GPUs", "GPU utilization", "GPU power", "GPU temperature", "GPU memory used")]
     assert len(per_gpu) >= 10
+    at = settled(prom)
     for title, target in per_gpu:
-        found = prom.query(substitute(target["expr"]))
+        found = prom.query(substitute(target["expr"]), at)
         if target["legendFormat"].startswith("fleet"):  # the fleet's min / median / max over both GPUs
             assert {r["metric"]["stat"] for r in found} == {"min", "median", "max"}, (title, found)
         elif target["legendFormat"].startswith("idlest"):  # both GPUs are among the $gpu_limit busiest
@@ -83,4 +91,4 @@ def test_every_gpu_panel_of_the_dashboard_shows_each_pods_gpu(prom: Prometheus) 
             assert {r["metric"].get("uuid") for r in found} == set(GPUS), (title, target["expr"], found)
     # the autoscaling card's mean is over both GPUs
     (mean,) = [t for title, t in targets(load(DASHBOARD)) if title == "GPU utilization (mean)"]
-    assert prom.value(substitute(mean["expr"])) == pytest.approx(sum(GPUS.values()) / 2)
+    assert prom.value(substitute(mean["expr"]), at) == pytest.approx(sum(GPUS.values()) / 2)
