@@ -515,10 +515,10 @@ def test_a_phase_object_used_again_once_its_first_use_ended_is_ended_from_anothe
     task.run(recorder.finish, tl, "/", "GET", "200")
 
 
-def test_a_generator_phase_ended_by_an_exception_in_a_later_step_has_its_span_marked_failed(
-        provider: TracerProvider, exporter: InMemorySpanExporter) -> None:
-    recorder = RequestRecorder(Metrics(CollectorRegistry()), service="svc", tracer_provider=provider)
-
+def failing_generator_after_its_first_step(
+        recorder: RequestRecorder) -> tuple[contextvars.Context, RequestTimeline, Iterator[int]]:
+    """A request begun in its own context, and a generator of its that holds the phase ``generate``, stepped once
+    in a copy of that context; its next step raises a ValueError inside the phase."""
     def tokens() -> Iterator[int]:
         with aiwatch.phase("generate"):
             yield 1
@@ -528,6 +528,13 @@ def test_a_generator_phase_ended_by_an_exception_in_a_later_step_has_its_span_ma
     tl = task.run(recorder.begin)
     stream = tokens()
     assert task.copy().run(next, stream) == 1
+    return task, tl, stream
+
+
+def test_a_generator_phase_ended_by_an_exception_in_a_later_step_has_its_span_marked_failed(
+        provider: TracerProvider, exporter: InMemorySpanExporter) -> None:
+    recorder = RequestRecorder(Metrics(CollectorRegistry()), service="svc", tracer_provider=provider)
+    task, tl, stream = failing_generator_after_its_first_step(recorder)
     with pytest.raises(ValueError):
         task.copy().run(next, stream)  # the phase ends in this step's context, not the one it began in
     task.run(recorder.finish, tl, "/", "GET", "200")
@@ -652,16 +659,7 @@ def test_a_generator_phase_that_fails_outside_its_running_request_is_counted_wit
     # stepped to its end in a thread without the request's context (not the garbage collector here: it raises), while
     # the request runs: in no histogram, its span ended as failed, and the error says where and what to do
     recorder = RequestRecorder(Metrics(CollectorRegistry()), service="svc", tracer_provider=provider)
-
-    def tokens() -> Iterator[int]:
-        with aiwatch.phase("generate"):
-            yield 1
-            raise ValueError("no more tokens")
-
-    task = contextvars.copy_context()
-    tl = task.run(recorder.begin)
-    stream = tokens()
-    assert task.copy().run(next, stream) == 1
+    task, tl, stream = failing_generator_after_its_first_step(recorder)
     failed: list[BaseException] = []
 
     def elsewhere() -> None:
